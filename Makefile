@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+export PYTHONHASHSEED := 0
+
+.PHONY: install demo test test-fast lint clean
+
+install: $(STAMP)
+
+# torch goes in first and alone: pip then sees the local CPU build satisfying the range instead of pulling CUDA wheels.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,cloud]"
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m flows.demo
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check vae_pipeline flows tests benchmarks
+	$(VENV)/bin/ruff format --check vae_pipeline flows tests benchmarks
+	$(VENV)/bin/mypy vae_pipeline
+	$(VENV)/bin/lint-imports
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

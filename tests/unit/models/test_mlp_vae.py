@@ -1,0 +1,145 @@
+"""MLPVAE: shapes, sampling, conditioning and config round trips on a tiny layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vae_pipeline.config import ModelConfig
+from vae_pipeline.errors import ConfigError
+from vae_pipeline.layout import Span
+from vae_pipeline.models.mlp_vae import MLPVAE, LossOutput, MLPVAEConfig, build_model
+
+# A continuous column (value + 2 modes), a categorical of 3, another of 2, and a null indicator masking the first.
+SPANS = [
+    Span("gaussian", 0, 1, "num", mask=8),
+    Span("softmax", 1, 3, "num", mask=8),
+    Span("softmax", 3, 6, "cat"),
+    Span("softmax", 6, 8, "flag"),
+    Span("bernoulli", 8, 9, "num_null"),
+]
+D, L, B = 9, 3, 5
+
+
+def make_model(condition_dim: int = 0) -> MLPVAE:
+    torch.manual_seed(0)
+    return build_model(MLPVAEConfig(D, L, [16, 8], SPANS, condition_dim))
+
+
+def test_shapes() -> None:
+    model = make_model()
+    x = torch.rand(B, D)
+
+    mu, logvar = model.encode(x)
+    raw, _, _ = model.reconstruct(x)
+    out = model(x)
+
+    assert mu.shape == logvar.shape == (B, L)
+    assert model.decode(mu).shape == raw.shape == (B, D)
+    assert isinstance(out, LossOutput)
+    assert out.loss.shape == out.recon.shape == out.kl.shape == ()
+    assert out.kl_per_dim.shape == (L,)
+    assert model.log_sigma.shape == (1,) and isinstance(model.log_sigma, torch.nn.Parameter)
+
+
+def test_loss_is_the_forward_call() -> None:
+    model = make_model()
+    x = torch.rand(B, D)
+    a = model.loss(x, beta=0.5)
+    torch.manual_seed(1)
+    b = model.loss(x, beta=0.5)
+    torch.manual_seed(1)
+    c = model(x, beta=0.5)
+    assert torch.equal(b.loss, c.loss)
+    assert a.loss.requires_grad
+
+
+def test_sample_output_is_one_hot_and_deterministic() -> None:
+    model = make_model()
+    raw = torch.randn(64, D, generator=torch.Generator().manual_seed(3)) * 3
+
+    first = model.sample_output(raw, torch.Generator().manual_seed(7))
+    second = model.sample_output(raw, torch.Generator().manual_seed(7))
+    other = model.sample_output(raw, torch.Generator().manual_seed(8))
+
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+    for span in SPANS[1:4]:
+        group = first[:, span.start : span.end]
+        assert torch.all((group == 0) | (group == 1)) and torch.all(group.sum(dim=1) == 1)
+    assert set(first[:, 8].tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(first[:, 0], torch.tanh(raw[:, 0]))
+
+
+def test_sample_output_follows_the_softmax() -> None:
+    model = make_model()
+    raw = torch.zeros(4000, D)
+    raw[:, 3:6] = torch.log(torch.tensor([0.2, 0.3, 0.5]))
+    raw[:, 8] = torch.logit(torch.tensor(0.25))
+
+    out = model.sample_output(raw, torch.Generator().manual_seed(0))
+
+    torch.testing.assert_close(out[:, 3:6].mean(0), torch.tensor([0.2, 0.3, 0.5]), atol=0.03, rtol=0)
+    assert out[:, 8].mean().item() == pytest.approx(0.25, abs=0.03)
+
+
+def test_reparameterisation_is_deterministic_given_a_generator() -> None:
+    model = make_model()
+    x = torch.rand(B, D)
+    a = model(x, generator=torch.Generator().manual_seed(5))
+    b = model(x, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a.loss, b.loss)
+
+
+def test_conditional_model_runs_and_checks_its_condition() -> None:
+    model = make_model(condition_dim=2)
+    x = torch.rand(B, D)
+    c = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 0, 1]), 2).float()
+
+    out = model(x, c)
+    out.loss.backward()
+    generated = model.generate(torch.randn(B, L), c, generator=torch.Generator().manual_seed(0))
+
+    assert torch.isfinite(out.loss)
+    assert generated.shape == (B, D)
+    with pytest.raises(ValueError, match=r"needs c of shape \(B, 2\)"):
+        model(x)
+    with pytest.raises(ValueError, match="unconditional"):
+        make_model()(x, c)
+
+
+def test_config_json_round_trip_rebuilds_the_same_model() -> None:
+    config = MLPVAEConfig(D, L, [16, 8], SPANS, condition_dim=2)
+    text = json.dumps(config.to_json())
+    restored = MLPVAEConfig.from_json(json.loads(text))
+    assert restored == config
+
+    model = make_model(condition_dim=2)
+    rebuilt = build_model(restored)
+    rebuilt.load_state_dict(model.state_dict())
+    x, c = torch.rand(B, D), torch.eye(2)[torch.tensor([0, 1, 0, 1, 1])]
+    torch.testing.assert_close(model.encode(x, c), rebuilt.encode(x, c))
+
+
+def test_state_dict_holds_weights_not_span_indexes() -> None:
+    assert all(not key.startswith("span_index") for key in make_model().state_dict())
+
+
+def test_from_model_config() -> None:
+    config = MLPVAEConfig.from_model_config(ModelConfig(latent_dim=4, hidden_dims=[32]), SPANS, data_dim=D)
+    assert (config.latent_dim, config.hidden_dims, config.condition_dim) == (4, [32], 0)
+
+
+def test_model_without_gaussian_spans_has_no_sigma_parameter() -> None:
+    model = build_model(MLPVAEConfig(3, 2, [4], [Span("softmax", 0, 3, "cat")]))
+    assert "log_sigma" not in dict(model.named_parameters())
+    model(torch.eye(3)).loss.backward()
+
+
+@pytest.mark.parametrize("kwargs", [{"latent_dim": 0}, {"hidden_dims": []}, {"hidden_dims": [8, 0]}])
+def test_bad_config_is_refused(kwargs: dict[str, object]) -> None:
+    fields: dict[str, object] = {"data_dim": D, "latent_dim": L, "hidden_dims": [8], "spans": SPANS, **kwargs}
+    with pytest.raises(ConfigError):
+        MLPVAEConfig(**fields)  # type: ignore[arg-type]

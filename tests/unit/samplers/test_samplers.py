@@ -1,0 +1,129 @@
+"""Sampler specifics the contract test does not cover: options, registry dispatch, class choice, speed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tests.unit.samplers.synthetic import CLASS_LABELS, synthetic_posterior
+from vae_pipeline.config import SamplerConfig
+from vae_pipeline.errors import ConfigError
+from vae_pipeline.posterior.aggregate import AggregatePosterior
+from vae_pipeline.samplers import SAMPLERS, build_sampler
+from vae_pipeline.samplers.conditional import ConditionalSampler
+from vae_pipeline.samplers.empirical import EmpiricalSampler
+from vae_pipeline.samplers.gaussian import GaussianSampler
+from vae_pipeline.samplers.prior import PriorSampler
+
+
+@pytest.fixture(scope="module")
+def posterior() -> AggregatePosterior:
+    return synthetic_posterior(rows=3000, reservoir=1000)
+
+
+@pytest.fixture(scope="module")
+def unlabelled(posterior: AggregatePosterior) -> AggregatePosterior:
+    empty_classes = {"class_labels": [], "class_counts": np.zeros(0, dtype=np.int64)}
+    return replace(posterior, reservoir_labels=np.full_like(posterior.reservoir_labels, -1), **empty_classes)
+
+
+def test_build_sampler_passes_only_declared_options() -> None:
+    gaussian = build_sampler(SamplerConfig(name="gaussian", diagonal=True, temperature=0.7))
+    assert isinstance(gaussian, GaussianSampler) and gaussian.diagonal and gaussian.temperature == 0.7
+    conditional = build_sampler(SamplerConfig(name="conditional", classes={"gentoo": 1.0}, diagonal=True))
+    assert isinstance(conditional, ConditionalSampler) and conditional.classes == {"gentoo": 1.0}
+    assert type(build_sampler(SamplerConfig(name="prior", diagonal=True))) is PriorSampler
+    for name, sampler_class in SAMPLERS.items():
+        assert type(build_sampler(SamplerConfig(name=name))) is sampler_class
+
+
+def test_unknown_sampler_name_lists_the_known_ones() -> None:
+    config = SamplerConfig.model_construct(name="vamp", temperature=1.0, diagonal=False, classes=None)
+    with pytest.raises(ConfigError, match=r"unknown sampler 'vamp'.*conditional.*prior"):
+        build_sampler(config)
+
+
+def test_constructor_rejects_bad_temperature_and_unknown_options() -> None:
+    with pytest.raises(ConfigError, match="temperature"):
+        PriorSampler(temperature=0.0)
+    with pytest.raises(ConfigError, match="no options"):
+        PriorSampler(diagonal=True)
+
+
+def test_conditional_follows_requested_shares(posterior: AggregatePosterior) -> None:
+    sampler = ConditionalSampler(classes={"gentoo": 3.0, "adelie": 1.0}).fit(posterior)
+    sample = sampler.sample(8000, generator=np.random.default_rng(0))
+    assert sample.classes is not None
+    shares = np.bincount(sample.classes, minlength=3) / 8000
+    np.testing.assert_allclose(shares, [0.25, 0.0, 0.75], atol=0.02)
+
+
+def test_conditional_unknown_class_lists_valid_ones(posterior: AggregatePosterior) -> None:
+    with pytest.raises(ConfigError, match=r"\['emperor'\].*adelie.*chinstrap.*gentoo"):
+        ConditionalSampler(classes={"emperor": 1.0}).fit(posterior)
+
+
+@pytest.mark.parametrize("shares", [{"adelie": 0.0}, {"adelie": -1.0, "gentoo": 2.0}])
+def test_conditional_rejects_bad_shares(posterior: AggregatePosterior, shares: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match="non-negative"):
+        ConditionalSampler(classes=shares).fit(posterior)
+
+
+def test_conditional_needs_labels(unlabelled: AggregatePosterior) -> None:
+    with pytest.raises(ConfigError, match="label_column"):
+        ConditionalSampler().fit(unlabelled)
+
+
+def test_empirical_returns_no_classes_without_labels(unlabelled: AggregatePosterior) -> None:
+    sample = EmpiricalSampler().fit(unlabelled).sample(10, generator=np.random.default_rng(0))
+    assert sample.classes is None
+
+
+def test_class_labels_match_the_synthetic_names(posterior: AggregatePosterior) -> None:
+    assert posterior.class_labels == CLASS_LABELS
+
+
+def test_negative_n_is_rejected(posterior: AggregatePosterior) -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        PriorSampler().fit(posterior).sample(-1, generator=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", ["prior", "gaussian", "empirical"])
+def test_a_million_rows_of_sixteen_dims_is_fast(name: str) -> None:
+    rng = np.random.default_rng(0)
+    dim, rows = 16, 10_000
+    mu = rng.normal(size=(rows, dim))
+    posterior = AggregatePosterior(
+        latent_dim=dim,
+        count=rows,
+        mean=mu.mean(axis=0),
+        covariance=np.cov(mu.T, bias=True) + 0.1 * np.eye(dim),
+        kl_per_dim=np.zeros(dim),
+        active_units=dim,
+        active_mask=np.ones(dim, dtype=bool),
+        class_labels=[],
+        class_counts=np.zeros(0, dtype=np.int64),
+        class_means=np.zeros((0, dim)),
+        class_covariances=np.zeros((0, dim, dim)),
+        reservoir_mu=mu,
+        reservoir_logvar=np.full((rows, dim), np.log(0.1)),
+        reservoir_labels=np.full(rows, -1, dtype=np.int64),
+        gmm_weights=np.ones(1),
+        gmm_means=mu.mean(axis=0)[None],
+        gmm_covariances=np.eye(dim)[None],
+        gmm_components=1,
+        kl_to_prior_estimate=0.0,
+        hole_fraction=0.0,
+        hole_threshold=0.0,
+        model_fingerprint="speed",
+        config={},
+    )
+    sampler = build_sampler(SamplerConfig(name=name)).fit(posterior)
+    start = time.perf_counter()
+    sample = sampler.sample(1_000_000, generator=np.random.default_rng(1))
+    elapsed = time.perf_counter() - start
+    assert sample.z.shape == (1_000_000, dim)
+    assert elapsed < 2.0  # typically a few tenths of a second; generous so a busy CI machine does not flake

@@ -1,0 +1,288 @@
+"""The `vae-pipeline` command: the flow (`run`) and each step on its own (`train`, `stats`, `generate`, `inspect`).
+
+The CLI owns the console: progress bars and summaries go to stdout, errors to stderr as one line, and each
+error kind has its own non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vae_pipeline import storage
+from vae_pipeline.config import PipelineConfig, load_config
+from vae_pipeline.errors import StorageError, VaePipelineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (any URL)")]
+InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="training table: Parquet/CSV file, dir or glob")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model bundle URL")]
+OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="synthetic dataset URL")]
+RowsOpt = Annotated[int | None, typer.Option("--rows", "-n", help="rows to generate")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="training epochs")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="seed for training, statistics and generation")]
+SamplerOpt = Annotated[str | None, typer.Option("--sampler", help="prior|gaussian|gmm|empirical|conditional")]
+TemperatureOpt = Annotated[float | None, typer.Option("--temperature", help="latent temperature")]
+LabelOpt = Annotated[str | None, typer.Option("--label", help="label column (per-class statistics, CVAE)")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="Ray workers for every step")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace another run at the output")]
+StatsOpt = Annotated[str | None, typer.Option("--statistics", help="statistics URL (default <model>/statistics)")]
+
+
+def build_config(config_url: str | None = None, **flags: Any) -> PipelineConfig:
+    """The config file (or defaults) with command-line flags applied on top, validated as a whole."""
+    return apply_flags(load_config(config_url) if config_url else PipelineConfig(), **flags)
+
+
+def apply_flags(base: PipelineConfig, **flags: Any) -> PipelineConfig:
+    seed, workers = flags.pop("seed", None), flags.pop("workers", None)
+    overrides = {
+        "data.input_url": flags.get("input"),
+        "data.label_column": flags.get("label"),
+        "model_url": flags.get("model"),
+        "generation.output_url": flags.get("output"),
+        "generation.rows": flags.get("rows"),
+        "generation.overwrite": True if flags.get("overwrite") else None,
+        "training.epochs": flags.get("epochs"),
+        "sampler.name": flags.get("sampler"),
+        "sampler.temperature": flags.get("temperature"),
+    }
+    for key in ("training.seed", "statistics.seed", "generation.seed"):
+        overrides[key] = seed
+    for key in ("training.num_workers", "statistics.num_workers", "generation.num_workers"):
+        overrides[key] = workers
+    return base.with_overrides(overrides)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    input: InputOpt = None,
+    output: OutputOpt = None,
+    rows: RowsOpt = None,
+    model: ModelOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    sampler: SamplerOpt = None,
+    temperature: TemperatureOpt = None,
+    label: LabelOpt = None,
+    workers: WorkersOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Run the whole flow (train -> stats -> generate) under Prefect."""
+    pipeline = build_config(
+        config,
+        input=input,
+        output=output,
+        rows=rows,
+        model=model,
+        epochs=epochs,
+        seed=seed,
+        sampler=sampler,
+        temperature=temperature,
+        label=label,
+        workers=workers,
+        overwrite=overwrite,
+    )
+    preflight(pipeline)
+    from flows.augment import augment  # Prefect is imported only when the flow runs
+
+    manifest = augment(config=pipeline.to_json())
+    print_manifest(manifest)
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    input: InputOpt = None,
+    model: ModelOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    label: LabelOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Train a model bundle on Ray."""
+    from vae_pipeline.training.ray_train import run_training
+
+    pipeline = build_config(config, input=input, model=model, epochs=epochs, seed=seed, label=label, workers=workers)
+    preflight(pipeline, check_output=False)
+    url = run_training(pipeline)
+    console.print(f"model bundle: [bold]{url}[/bold]")
+
+
+@app.command()
+def stats(
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    statistics: StatsOpt = None,
+    seed: SeedOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Compute the aggregate-posterior statistics of a model bundle."""
+    from vae_pipeline.posterior.job import run_statistics
+
+    pipeline = build_config(config, model=model, seed=seed, workers=workers)
+    url = run_statistics(pipeline, model_url=pipeline.model_url, statistics_url=statistics)
+    console.print(f"statistics: [bold]{url}[/bold]")
+    _print_mapping("aggregate posterior", _posterior_summary(url))
+
+
+@app.command()
+def generate(
+    model: ModelOpt = None,
+    output: OutputOpt = None,
+    rows: RowsOpt = None,
+    seed: SeedOpt = None,
+    sampler: SamplerOpt = None,
+    temperature: TemperatureOpt = None,
+    statistics: StatsOpt = None,
+    config: ConfigOpt = None,
+    workers: WorkersOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Generate synthetic rows from an existing bundle into Parquet shards plus _manifest.json."""
+    from vae_pipeline.bundle import load_bundle
+    from vae_pipeline.generation.job import run_generation
+
+    # Without --config, start from the config the bundle was trained with.
+    base = load_config(config) if config else load_bundle(model or PipelineConfig().model_url).config
+    pipeline = apply_flags(
+        base,
+        model=model,
+        output=output,
+        rows=rows,
+        seed=seed,
+        sampler=sampler,
+        temperature=temperature,
+        workers=workers,
+        overwrite=overwrite,
+    )
+    model_url = pipeline.model_url
+    with _shard_progress(pipeline.generation.rows, pipeline.generation.rows_per_shard) as on_shard:
+        url = run_generation(pipeline, model_url=model_url, statistics_url=statistics, on_shard=on_shard)
+    print_manifest(url)
+
+
+@app.command()
+def inspect(
+    url: Annotated[str, typer.Argument(help="a bundle, statistics or dataset URL")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Summarise a model bundle, its statistics or a synthetic dataset."""
+    summary = describe(url)
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    for title, section in summary.items():
+        _print_mapping(title, section)
+
+
+def describe(url: str) -> dict[str, Any]:
+    """What is stored at `url`, as {section title: summary}."""
+    from vae_pipeline.bundle import META_FILE, default_statistics_url, load_bundle
+    from vae_pipeline.generation.manifest import MANIFEST_FILE, read_manifest
+
+    if storage.exists(storage.join_url(url, MANIFEST_FILE)):
+        manifest = read_manifest(url)
+        assert manifest is not None
+        return {"synthetic dataset": manifest.summary()}
+    if storage.exists(storage.join_url(url, "posterior.json")):
+        return {"aggregate posterior": _posterior_summary(url)}
+    if storage.exists(storage.join_url(url, META_FILE)):
+        summary: dict[str, Any] = {"model bundle": load_bundle(url).summary()}
+        statistics_url = default_statistics_url(url)
+        if storage.exists(storage.join_url(statistics_url, "posterior.json")):
+            summary["aggregate posterior"] = _posterior_summary(statistics_url)
+        return summary
+    raise StorageError(f"nothing to inspect at {storage.redact_url(url)}: no bundle, statistics or manifest there")
+
+
+def _posterior_summary(url: str) -> dict[str, Any]:
+    from vae_pipeline.posterior.aggregate import load_posterior
+
+    return load_posterior(url).summary()
+
+
+def preflight(pipeline: PipelineConfig, *, check_output: bool = True) -> None:
+    """Catch bad input before any Ray or Prefect start-up: the data opens and the output is free."""
+    from vae_pipeline.data import open_source
+    from vae_pipeline.generation.job import check_output_free
+
+    open_source(pipeline.data)
+    if check_output:
+        check_output_free(pipeline.generation.output_url, pipeline.generation.overwrite, pipeline.to_json())
+
+
+def print_manifest(manifest_url: str) -> None:
+    from vae_pipeline.generation.manifest import read_manifest
+
+    output_url = manifest_url.rsplit("/", 1)[0]
+    manifest = read_manifest(output_url)
+    assert manifest is not None
+    console.print(
+        f"synthetic dataset: [bold]{output_url}[/bold] ({manifest.rows:,} rows in "
+        f"{len(manifest.shards)} shards, manifest {manifest_url})"
+    )
+
+
+class _shard_progress:
+    """A rich progress bar fed by the generation job's per-shard callback."""
+
+    def __init__(self, rows: int, rows_per_shard: int) -> None:
+        self.total = -(-rows // rows_per_shard)
+        self.progress = Progress(
+            TextColumn("generating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("shards"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+
+    def __enter__(self) -> Any:
+        self.progress.start()
+        task_id = self.progress.add_task("shards", total=self.total)
+        return lambda record: self.progress.advance(task_id)
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def _print_mapping(title: str, mapping: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in mapping.items():
+        table.add_row(str(key), value if isinstance(value, str) else json.dumps(value, default=str))
+    console.print(table)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("ray", "prefect", "httpx", "filelock", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app(standalone_mode=False)
+    except VaePipelineError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        errors.print("aborted")
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The pipeline configuration: frozen pydantic models, one YAML file, an unknown key is an error.
+
+Every artifact stores the config that produced it (`PipelineConfig.model_dump(mode="json")`), so it can be
+rebuilt from that alone. Credentials never live here: storage options that look like secrets are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vae_pipeline import storage
+from vae_pipeline.errors import ConfigError
+
+ColumnKind = Literal["continuous", "categorical"]
+SamplerName = Literal["prior", "gaussian", "gmm", "empirical", "conditional"]
+
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "connection_string")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Frozen):
+    """Where the training table is and how to read its columns."""
+
+    input_url: str = "data/penguins.parquet"
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    column_kinds: dict[str, ColumnKind] = Field(default_factory=dict)
+    drop_columns: list[str] = Field(default_factory=list)
+    label_column: str | None = None
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    categorical_max_distinct: int = Field(
+        20, ge=1, description="integers with at most this many values are categorical"
+    )
+    max_categories: int = Field(1000, ge=2, description="a categorical column with more distinct values is an error")
+    max_modes: int = Field(10, ge=1, le=50, description="mixture components per continuous column")
+    fit_sample_rows: int = Field(50_000, ge=100, description="bounded reservoir for fitting each column's mixture")
+    batch_rows: int = Field(65_536, ge=1, description="rows per Arrow record batch when streaming the input")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    holdout_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    split_seed: int = 0
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if any(word in name.lower() for word in _SECRET_WORDS):
+                raise ValueError(
+                    f"storage option '{name}' looks like a credential; set it in the environment "
+                    "(e.g. AWS_SECRET_ACCESS_KEY) or fsspec's config instead, since configs are written into artifacts"
+                )
+        return value
+
+
+class ModelConfig(_Frozen):
+    latent_dim: int = Field(16, ge=1)
+    hidden_dims: list[int] = Field(default_factory=lambda: [256, 256])
+    conditional: bool = Field(False, description="condition encoder and decoder on the label column (a CVAE)")
+
+    @field_validator("hidden_dims")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or any(width < 1 for width in value):
+            raise ValueError("hidden_dims needs at least one positive width, e.g. [256, 256]")
+        return value
+
+
+class TrainingConfig(_Frozen):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(500, ge=2)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    beta: float = Field(1.0, ge=0, description="weight of the KL term")
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    seed: int = 0
+    run_name: str | None = Field(None, description="checkpoints live under <model_url>/checkpoints/<run_name>")
+
+
+class StatisticsConfig(_Frozen):
+    reservoir_size: int = Field(10_000, ge=10)
+    gmm_max_components: int = Field(10, ge=1)
+    hole_draws: int = Field(4_000, ge=100)
+    hole_quantile: float = Field(0.01, gt=0, lt=0.5)
+    batch_rows: int = Field(8_192, ge=1)
+    num_workers: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class SamplerConfig(_Frozen):
+    name: SamplerName = "gaussian"
+    temperature: float = Field(1.0, gt=0)
+    diagonal: bool = Field(False, description="gaussian sampler: drop the off-diagonal covariance")
+    classes: dict[str, float] | None = Field(
+        None, description="conditional sampler: label value -> share of rows; default the training shares"
+    )
+
+
+class GenerationConfig(_Frozen):
+    rows: int = Field(10_000, ge=1)
+    rows_per_shard: int = Field(50_000, ge=1)
+    output_url: str = "out/synthetic"
+    seed: int = 0
+    num_workers: int = Field(2, ge=1)
+    batch_rows: int = Field(4_096, ge=1, description="rows decoded per forward pass")
+    overwrite: bool = False
+
+
+class RayConfig(_Frozen):
+    address: str = Field("", description="empty: start a local instance")
+    num_cpus: int | None = Field(None, ge=1, description="local instance only")
+
+
+class PipelineConfig(_Frozen):
+    """The whole pipeline: one YAML file."""
+
+    model_url: str = "out/model"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        if self.model.conditional and not self.data.label_column:
+            raise ValueError("model.conditional needs data.label_column; set the label column or conditional: false")
+        if self.sampler.name == "conditional" and not self.data.label_column:
+            raise ValueError("sampler 'conditional' needs data.label_column; set it or pick another sampler")
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> PipelineConfig:
+        """A copy with dotted keys replaced, e.g. {"training.epochs": 5}; validated like the file."""
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return parse_config(data)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_config(data: Any, source: str = "config") -> PipelineConfig:
+    """Validate a mapping; the error names the first bad key and what was wrong with it."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (data, model, training, ...)")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_problem(exc)}") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'; remove it or check its spelling against the config reference in README.md"
+    message = error["msg"].removeprefix("Value error, ")
+    if not key:
+        return message
+    return f"key '{key}': {message} (got {error.get('input')!r})"
+
+
+def load_config(url: str) -> PipelineConfig:
+    """Read and validate a YAML config from any URL."""
+    text = storage.read_bytes(url).decode()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{url} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_config(data, source=url)

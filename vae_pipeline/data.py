@@ -1,0 +1,154 @@
+"""Reading the user's table: Parquet (a file, a directory or a glob) or CSV from any URL, as a stream of batches.
+
+The table is never materialised in the driver: `TableSource.batches()` streams Arrow record batches through
+pyarrow.dataset, and `TableSource.files` + `arrow_filesystem()` let Ray Data read the same files in parallel.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.dataset as pa_ds
+import pyarrow.fs as pa_fs
+from fsspec.spec import AbstractFileSystem
+
+from vae_pipeline import storage
+from vae_pipeline.config import DataConfig
+from vae_pipeline.errors import DataError, StorageError
+
+_UNSUPPORTED = (pa.types.is_nested, pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
+CSV_NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """A readable table: the resolved files, their format and the schema the pipeline uses (drops applied)."""
+
+    url: str
+    format: str
+    files: tuple[str, ...]
+    filesystem: AbstractFileSystem
+    schema: pa.Schema
+    dataset: pa_ds.Dataset
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def batches(self, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Stream the table in file order, only the pipeline's columns, never more than a batch at a time."""
+        try:
+            for batch in self.dataset.to_batches(columns=self.columns, batch_size=batch_rows, use_threads=False):
+                if batch.num_rows:
+                    yield batch
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"cannot read {storage.redact_url(self.url)}: {_first_line(exc)}") from exc
+
+    def count_rows(self) -> int:
+        return int(self.dataset.count_rows())
+
+    def arrow_filesystem(self) -> pa_fs.FileSystem:
+        """The same filesystem as pyarrow sees it, for Ray Data's readers."""
+        return pa_fs.PyFileSystem(pa_fs.FSSpecHandler(self.filesystem))
+
+
+def open_source(config: DataConfig) -> TableSource:
+    """Resolve `config.input_url`, open it lazily and check its schema against the config.
+
+    Raises:
+        DataError: missing input, unreadable or corrupt files, an empty table, unsupported column types,
+            unknown drop, override or label columns.
+    """
+    fs, files = _resolve_files(config.input_url, config.storage_options)
+    fmt = _format_of(config, files)
+    dataset = _open_dataset(config.input_url, fs, files, fmt)
+    schema = _pipeline_schema(dataset.schema, config)
+    source = TableSource(config.input_url, fmt, tuple(files), fs, schema, dataset)
+    if source.count_rows() == 0:
+        raise DataError(
+            f"{storage.redact_url(config.input_url)} holds no rows; point data.input_url at a non-empty table"
+        )
+    return source
+
+
+def _resolve_files(url: str, storage_options: dict[str, Any]) -> tuple[AbstractFileSystem, list[str]]:
+    fs, path = storage.url_to_fs(url, storage_options)
+    shown = storage.redact_url(url)
+    try:
+        if any(ch in path for ch in "*?["):
+            files = sorted(fs.glob(path))
+        elif fs.isdir(path):
+            files = sorted(
+                f for f in fs.find(path) if not posixpath.basename(f).startswith((".", "_")) and fs.isfile(f)
+            )
+        elif fs.exists(path):
+            files = [path]
+        else:
+            files = []
+    except (PermissionError, OSError) as exc:
+        raise StorageError(f"cannot list {shown}: {_first_line(exc)}") from exc
+    if not files:
+        raise DataError(f"input {shown} does not exist or matches no files; check data.input_url (or --input)")
+    return fs, files
+
+
+def _format_of(config: DataConfig, files: list[str]) -> str:
+    if config.format != "auto":
+        return config.format
+    suffixes = {posixpath.splitext(f)[1].lower() for f in files}
+    if suffixes <= {".csv", ".tsv"}:
+        return "csv"
+    return "parquet"
+
+
+def _open_dataset(url: str, fs: AbstractFileSystem, files: list[str], fmt: str) -> pa_ds.Dataset:
+    arrow_fs = pa_fs.PyFileSystem(pa_fs.FSSpecHandler(fs))
+    file_format: pa_ds.FileFormat = pa_ds.ParquetFileFormat()
+    if fmt == "csv":
+        file_format = pa_ds.CsvFileFormat(
+            convert_options=pa_csv.ConvertOptions(null_values=CSV_NULL_VALUES, strings_can_be_null=True)
+        )
+    try:
+        return pa_ds.dataset(files, filesystem=arrow_fs, format=file_format)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(
+            f"cannot read {storage.redact_url(url)} as {fmt}: {_first_line(exc)}; "
+            "check the file is not corrupt or set data.format"
+        ) from exc
+
+
+def _pipeline_schema(schema: pa.Schema, config: DataConfig) -> pa.Schema:
+    available = list(schema.names)
+    for name in [*config.drop_columns, *config.column_kinds]:
+        if name not in available:
+            raise DataError(f"column '{name}' named in the config is not in the data; columns are: {available}")
+    if config.label_column is not None and config.label_column not in available:
+        raise DataError(
+            f"label column '{config.label_column}' is not in the data; pick one of {available} (data.label_column)"
+        )
+    if config.label_column in config.drop_columns:
+        raise DataError(
+            f"label column '{config.label_column}' is also in data.drop_columns; keep it or unset the label"
+        )
+    kept = pa.schema([field for field in schema if field.name not in config.drop_columns])
+    for field in kept:
+        if pa.types.is_null(field.type):
+            raise DataError(f"column '{field.name}' is all null; add it to data.drop_columns")
+        if any(check(field.type) for check in _UNSUPPORTED):
+            raise DataError(
+                f"column '{field.name}' has unsupported type {field.type}; "
+                f"add it to data.drop_columns (nested and binary columns are not modelled yet)"
+            )
+    if not kept.names:
+        raise DataError("every column is dropped; remove some names from data.drop_columns")
+    return kept
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

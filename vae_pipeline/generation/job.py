@@ -1,0 +1,193 @@
+"""Sharded generation on Ray: actors load the bundle and statistics once, then write shard after shard.
+
+The driver plans the shards, refuses an output that holds another run (unless overwrite), fans the shards out
+over an actor pool, and writes `_manifest.json` last. If a shard fails, the shards of this run are removed so no
+partial dataset is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from ray.util.actor_pool import ActorPool
+
+from vae_pipeline import storage
+from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
+from vae_pipeline.config import PipelineConfig, SamplerConfig
+from vae_pipeline.errors import ArtifactMismatchError, OutputExistsError
+from vae_pipeline.generation.manifest import (
+    Manifest,
+    generation_run_id,
+    manifest_url,
+    read_manifest,
+    schema_json,
+    write_manifest,
+)
+from vae_pipeline.generation.plan import ShardSpec, plan_shards
+from vae_pipeline.generation.worker import ShardGenerator
+from vae_pipeline.generation.writer import ShardRecord, write_shard
+from vae_pipeline.posterior.aggregate import AggregatePosterior, load_posterior
+from vae_pipeline.runtime import ensure_ray, user_error_in
+from vae_pipeline.samplers.registry import build_sampler
+
+logger = logging.getLogger(__name__)
+
+ShardCallback = Callable[[ShardRecord], None]
+
+
+def run_generation(
+    config: PipelineConfig,
+    model_url: str | None = None,
+    statistics_url: str | None = None,
+    on_shard: ShardCallback | None = None,
+) -> str:
+    """Generate `config.generation.rows` rows into `config.generation.output_url`; returns the manifest URL."""
+    settings = config.generation
+    model_url = model_url or config.model_url
+    statistics_url = statistics_url or default_statistics_url(model_url)
+    bundle, posterior = load_artifacts(model_url, statistics_url)
+    build_sampler(config.sampler).fit(posterior)  # fail fast on a sampler that cannot serve this model
+    sampler = sampler_json(config.sampler)
+    run_id = generation_run_id(bundle.fingerprint, sampler, settings.seed, settings.rows, settings.rows_per_shard)
+    output_url = settings.output_url
+    if _already_complete(output_url, run_id):
+        logger.info("%s already holds this run (%s); nothing to do", output_url, run_id)
+        return manifest_url(output_url)
+    _claim_output(output_url, settings.overwrite)
+    plan = plan_shards(settings.rows, settings.rows_per_shard, settings.seed)
+    ensure_ray(config.ray)
+    records = _write_shards(plan, config, model_url, statistics_url, on_shard)
+    _remove_stale_shards(output_url, {spec.name for spec in plan})
+    manifest = Manifest(
+        run_id=run_id,
+        rows=sum(r.rows for r in records),
+        shards=records,
+        schema=schema_json(bundle.transform.schema),
+        bundle_fingerprint=bundle.fingerprint,
+        model_url=model_url,
+        statistics_url=statistics_url,
+        sampler=sampler,
+        seed=settings.seed,
+        rows_per_shard=settings.rows_per_shard,
+        config=config.to_json(),
+    )
+    url = write_manifest(output_url, manifest)
+    logger.info("wrote %d rows in %d shards to %s", manifest.rows, len(records), output_url)
+    return url
+
+
+def load_artifacts(model_url: str, statistics_url: str) -> tuple[ModelBundle, AggregatePosterior]:
+    """The bundle and its statistics, refusing statistics computed for another model."""
+    bundle = load_bundle(model_url)
+    posterior = load_posterior(statistics_url)
+    if posterior.model_fingerprint != bundle.fingerprint:
+        raise ArtifactMismatchError(
+            f"statistics at {storage.redact_url(statistics_url)} belong to model {posterior.model_fingerprint[:12]}, "
+            f"not {bundle.fingerprint[:12]} at {storage.redact_url(model_url)}; rerun `vae-pipeline stats`"
+        )
+    return bundle, posterior
+
+
+def sampler_json(config: SamplerConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def _already_complete(output_url: str, run_id: str) -> bool:
+    manifest = read_manifest(output_url)
+    if manifest is None or manifest.run_id != run_id:
+        return False
+    return all(storage.exists(storage.join_url(output_url, s.name)) for s in manifest.shards)
+
+
+def check_output_free(output_url: str, overwrite: bool, config: dict[str, Any] | None = None) -> None:
+    """Refuse an output that holds another run, unless overwrite; a run of the very same `config` may resume.
+
+    Raises:
+        OutputExistsError: a manifest or part files of another run are there and overwrite is off.
+    """
+    manifest = read_manifest(output_url)
+    existing_parts = storage.list_urls(output_url, "part-*.parquet")
+    if overwrite or not (manifest or existing_parts):
+        return
+    if manifest is not None and config is not None and manifest.config == config:
+        return
+    what = "a manifest" if manifest else f"{len(existing_parts)} part files"
+    raise OutputExistsError(
+        f"output {storage.redact_url(output_url)} already holds another run ({what}); "
+        "pass --overwrite to replace it or choose another --output"
+    )
+
+
+def _claim_output(output_url: str, overwrite: bool) -> None:
+    """Check the output is free; with overwrite, retract the old manifest first so no reader trusts a mix."""
+    check_output_free(output_url, overwrite)
+    if overwrite and storage.exists(manifest_url(output_url)):
+        logger.warning("overwriting the run at %s", output_url)
+        storage.remove(manifest_url(output_url))
+
+
+def _write_shards(
+    plan: list[ShardSpec],
+    config: PipelineConfig,
+    model_url: str,
+    statistics_url: str,
+    on_shard: ShardCallback | None,
+) -> list[ShardRecord]:
+    settings = config.generation
+    workers = min(settings.num_workers, len(plan))
+    actors = [
+        GenerationActor.remote(model_url, statistics_url, sampler_json(config.sampler), settings.batch_rows)
+        for _ in range(workers)
+    ]
+    pool = ActorPool(actors)
+    records: list[ShardRecord] = []
+    try:
+        results = pool.map_unordered(lambda actor, spec: actor.write.remote(spec.to_json(), settings.output_url), plan)
+        for payload in results:
+            record = ShardRecord.from_json(payload)
+            records.append(record)
+            if on_shard is not None:
+                on_shard(record)
+    except Exception as exc:
+        _remove_shards(settings.output_url, [spec.name for spec in plan])
+        cause = user_error_in(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    return sorted(records, key=lambda r: r.index)
+
+
+@ray.remote(num_cpus=1)
+class GenerationActor:
+    """Holds one loaded model, its statistics and a fitted sampler for many shards."""
+
+    def __init__(self, model_url: str, statistics_url: str, sampler: dict[str, Any], batch_rows: int) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        bundle, posterior = load_artifacts(model_url, statistics_url)
+        fitted = build_sampler(SamplerConfig.model_validate(sampler)).fit(posterior)
+        self.generator = ShardGenerator(bundle, posterior, fitted, batch_rows)
+
+    def write(self, spec: dict[str, Any], output_url: str) -> dict[str, Any]:
+        shard = ShardSpec(**spec)
+        table = self.generator.generate(shard)
+        return write_shard(table, output_url, shard.index, shard.name).to_json()
+
+
+def _remove_shards(output_url: str, names: list[str]) -> None:
+    for name in names:
+        storage.remove(storage.join_url(output_url, name))
+
+
+def _remove_stale_shards(output_url: str, keep: set[str]) -> None:
+    """After an overwrite, part files of the old run that the new plan does not name."""
+    for url in storage.list_urls(output_url, "part-*.parquet"):
+        if url.rsplit("/", 1)[-1] not in keep:
+            storage.remove(url)

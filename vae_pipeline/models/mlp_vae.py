@@ -1,0 +1,210 @@
+"""A (conditional) VAE with MLP encoder and decoder over the tabular data vector.
+
+One config, two small sub-modules and one model class (the shape of nanoGPT's `model.py`). Shapes: B rows,
+D = data_dim, L = latent_dim, C = condition_dim (a one-hot label for a CVAE, 0 otherwise).
+
+Training goes through `forward`, which returns the loss: DistributedDataParallel synchronises gradients only for
+a forward called through its wrapper, so the training loop calls `model(x, c, beta=beta)` whether or not the model
+is wrapped. `loss` is the same call under a clearer name for unwrapped use; `reconstruct` gives the raw outputs.
+
+No device choice and no file IO here: callers move the model and save `config.to_json()` with the state dict.
+Seeding is the caller's: `torch.manual_seed(seed)` before `build_model`, a `torch.Generator` for every draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vae_pipeline.config import ModelConfig
+from vae_pipeline.errors import ConfigError
+from vae_pipeline.layout import Span
+from vae_pipeline.models.losses import LossOutput, SpanIndex, elbo_terms, kl_per_dim, reconstruction_nll
+
+__all__ = ["MLPVAE", "LossOutput", "MLPVAEConfig", "build_model"]
+
+LOGVAR_MIN, LOGVAR_MAX = -20.0, 10.0  # keeps exp(logvar) finite and the KL gradient bounded
+LOG_SIGMA_INIT = math.log(0.1)  # gaussian slots hold values in [-1, 1]; start with a tight, learnable std
+
+
+@dataclass
+class MLPVAEConfig:
+    """Everything needed to rebuild the model; stored next to its weights."""
+
+    data_dim: int
+    latent_dim: int
+    hidden_dims: list[int]
+    spans: list[Span]
+    condition_dim: int = 0
+
+    def __post_init__(self) -> None:
+        if self.data_dim < 1 or self.latent_dim < 1 or self.condition_dim < 0:
+            raise ConfigError(
+                f"MLPVAEConfig needs data_dim >= 1, latent_dim >= 1, condition_dim >= 0; got "
+                f"{self.data_dim}, {self.latent_dim}, {self.condition_dim}"
+            )
+        if not self.hidden_dims or any(width < 1 for width in self.hidden_dims):
+            raise ConfigError(f"hidden_dims needs at least one positive width, e.g. [256, 256]; got {self.hidden_dims}")
+
+    @classmethod
+    def from_model_config(
+        cls, model: ModelConfig, spans: list[Span], data_dim: int, condition_dim: int = 0
+    ) -> MLPVAEConfig:
+        """The model config of a pipeline run, given the transform's layout and the label's one-hot width."""
+        return cls(data_dim, model.latent_dim, list(model.hidden_dims), list(spans), condition_dim)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data_dim": self.data_dim,
+            "latent_dim": self.latent_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "spans": [span.to_json() for span in self.spans],
+            "condition_dim": self.condition_dim,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MLPVAEConfig:
+        fields = dict(data)
+        fields["spans"] = [Span.from_json(span) for span in fields["spans"]]
+        fields["hidden_dims"] = list(fields["hidden_dims"])
+        return cls(**fields)
+
+
+def mlp(in_dim: int, hidden_dims: list[int]) -> nn.Sequential:
+    """Linear + ReLU blocks; the caller adds the output head."""
+    layers: list[nn.Module] = []
+    for width in hidden_dims:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """q(z | x, c) = N(mu, diag(exp(logvar)))."""
+
+    def __init__(self, config: MLPVAEConfig) -> None:
+        super().__init__()
+        self.body = mlp(config.data_dim + config.condition_dim, config.hidden_dims)
+        self.head = nn.Linear(config.hidden_dims[-1], 2 * config.latent_dim)
+
+    def forward(self, xc: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.head(self.body(xc)).chunk(2, dim=-1)  # (B, L), (B, L)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+
+class Decoder(nn.Module):
+    """p(x | z, c): the raw (B, D) output that the span likelihoods read."""
+
+    def __init__(self, config: MLPVAEConfig) -> None:
+        super().__init__()
+        self.body = mlp(config.latent_dim + config.condition_dim, list(reversed(config.hidden_dims)))
+        self.head = nn.Linear(config.hidden_dims[0], config.data_dim)
+
+    def forward(self, zc: Tensor) -> Tensor:
+        return self.head(self.body(zc))  # (B, D)
+
+
+class MLPVAE(nn.Module):
+    """A VAE (or CVAE when `condition_dim > 0`) whose likelihood follows the data vector's span layout."""
+
+    log_sigma: Tensor
+
+    def __init__(self, config: MLPVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.span_index = SpanIndex(config.spans, config.data_dim)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        sigma = torch.full((self.span_index.n_gaussian,), LOG_SIGMA_INIT)  # (G,)
+        if self.span_index.n_gaussian:
+            self.log_sigma = nn.Parameter(sigma)
+        else:
+            # A parameter that no loss touches would stall DistributedDataParallel's gradient reduction.
+            self.register_buffer("log_sigma", sigma)
+
+    def _with_condition(self, t: Tensor, c: Tensor | None) -> Tensor:
+        if self.config.condition_dim == 0:
+            if c is not None:
+                raise ValueError("this model is unconditional (condition_dim=0); call it without c")
+            return t
+        if c is None or c.shape != (t.shape[0], self.config.condition_dim):
+            got = None if c is None else tuple(c.shape)
+            raise ValueError(f"this model needs c of shape (B, {self.config.condition_dim}); got {got}")
+        return torch.cat([t, c.to(t.dtype)], dim=1)  # (B, * + C)
+
+    def encode(self, x: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(B, D) data -> (mu, logvar), each (B, L)."""
+        return self.encoder(self._with_condition(x, c))
+
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        """(B, L) latents -> (B, D) raw decoder output (pre-tanh means and logits)."""
+        return self.decoder(self._with_condition(z, c))
+
+    @staticmethod
+    def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I) (Kingma & Welling 2014, eq. 10 with one sample)."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)  # (B, L)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def reconstruct(
+        self, x: Tensor, c: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(raw (B, D), mu (B, L), logvar (B, L)) for one posterior sample per row."""
+        mu, logvar = self.encode(x, c)
+        raw = self.decode(self.reparameterize(mu, logvar, generator), c)
+        return raw, mu, logvar
+
+    def forward(
+        self, x: Tensor, c: Tensor | None = None, *, beta: float = 1.0, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        """The negative ELBO of a batch; the entry point for training, wrapped in DDP or not."""
+        raw, mu, logvar = self.reconstruct(x, c, generator)
+        recon = reconstruction_nll(raw, x, self.span_index, self.log_sigma)  # (B,)
+        return elbo_terms(recon, kl_per_dim(mu, logvar), beta)
+
+    def loss(self, x: Tensor, c: Tensor | None = None, beta: float = 1.0) -> LossOutput:
+        """Same as calling the model; use the call itself when the model may be wrapped in DDP."""
+        result: LossOutput = self(x, c, beta=beta)
+        return result
+
+    @torch.no_grad()
+    def sample_output(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Turn a (B, D) decoder output into a data-space vector the inverse transform accepts.
+
+        Gaussian slots get the mean tanh(raw), one-hot groups a one-hot draw from their softmax, null indicators
+        a draw from their sigmoid. Masked spans are drawn like the others; the inverse transform reads the null
+        slot. Slots outside every span are copied. Deterministic given the generator (on raw's device).
+        """
+        out = raw.clone()  # (B, D)
+        g_idx = self.span_index.index("gaussian_idx")
+        out[:, g_idx] = torch.tanh(raw[:, g_idx])
+        for idx, _ in self.span_index.softmax_groups():
+            out[:, idx] = _one_hot_draw(raw[:, idx], generator)  # (B, K, w)
+        b_idx = self.span_index.index("bernoulli_idx")
+        p = torch.sigmoid(raw[:, b_idx])  # (B, N)
+        u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+        out[:, b_idx] = (u < p).to(raw.dtype)
+        return out
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, c: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """(B, L) latents -> (B, D) data-space rows: `decode` then `sample_output`."""
+        return self.sample_output(self.decode(z, c), generator)
+
+
+def _one_hot_draw(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    """(B, K, w) logits -> (B, K, w) one-hot draws from softmax over the last dim, all groups in one call."""
+    batch, groups, width = logits.shape
+    probs = torch.softmax(logits.reshape(-1, width).float(), dim=-1)  # (B*K, w)
+    choice = torch.multinomial(probs, 1, generator=generator)  # (B*K, 1)
+    one_hot = torch.zeros_like(probs).scatter_(1, choice, 1.0)
+    return one_hot.reshape(batch, groups, width).to(logits.dtype)
+
+
+def build_model(config: MLPVAEConfig) -> MLPVAE:
+    """A freshly initialised model; seed with `torch.manual_seed` beforehand for reproducible weights."""
+    return MLPVAE(config)

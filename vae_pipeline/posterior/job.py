@@ -1,0 +1,103 @@
+"""The aggregate-posterior statistics job: encode the training rows with the trained encoder, in one pass.
+
+Ray Data streams the input through `SummarizeBatch` actors; each batch becomes a `PosteriorStats` (running sums,
+per-class sums, a bottom-k reservoir) serialised with safetensors; the driver merges them as they arrive (the
+merge is associative, so arrival order does not matter) and finalises the result beside the model bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from vae_pipeline.bundle import default_statistics_url, load_bundle
+from vae_pipeline.config import DataConfig, PipelineConfig, StatisticsConfig
+from vae_pipeline.data import open_source
+from vae_pipeline.posterior.aggregate import AggregatePosterior, finalize_posterior, save_posterior
+from vae_pipeline.posterior.stats import PosteriorStats
+from vae_pipeline.runtime import ensure_ray, read_dataset
+from vae_pipeline.split import Split, row_keys
+from vae_pipeline.training.prepare import split_codes
+
+logger = logging.getLogger(__name__)
+
+
+def run_statistics(config: PipelineConfig, model_url: str | None = None, statistics_url: str | None = None) -> str:
+    """Compute and store the aggregate-posterior statistics of the bundle at `model_url`; returns their URL.
+
+    The data section comes from the bundle (the rows it was trained on); `config` supplies the statistics
+    settings and the Ray address.
+    """
+    model_url = model_url or config.model_url
+    statistics_url = statistics_url or default_statistics_url(model_url)
+    ensure_ray(config.ray)
+    bundle = load_bundle(model_url)
+    data = bundle.config.data
+    source = open_source(data)
+    settings = config.statistics
+    partials = read_dataset(source).map_batches(
+        SummarizeBatch,
+        fn_constructor_kwargs={
+            "model_url": model_url,
+            "data": data.model_dump(mode="json"),
+            "statistics": settings.model_dump(mode="json"),
+        },
+        batch_format="pyarrow",
+        batch_size=settings.batch_rows,
+        concurrency=(1, settings.num_workers),
+    )
+    total = PosteriorStats.empty(
+        bundle.model_config.latent_dim, len(bundle.transform.label_classes), settings.reservoir_size
+    )
+    for batch in partials.iter_batches(batch_format="pyarrow", batch_size=None):
+        for blob in batch.column("stats").to_pylist():
+            total = total.merge(PosteriorStats.from_bytes(blob))
+    if total.n == 0:
+        raise ValueError("no training rows reached the statistics job; check data.holdout_fraction")
+    posterior = finalize_posterior(
+        total, class_labels=list(bundle.transform.label_classes), config=settings, model_fingerprint=bundle.fingerprint
+    )
+    save_posterior(posterior, statistics_url)
+    _log_summary(posterior)
+    return statistics_url
+
+
+class SummarizeBatch:
+    """Ray Data actor: one Arrow batch of input rows -> one serialised `PosteriorStats` of its training rows."""
+
+    def __init__(self, model_url: str, data: dict[str, Any], statistics: dict[str, Any]) -> None:
+        torch.set_num_threads(1)
+        self.bundle = load_bundle(model_url)
+        self.data = DataConfig.model_validate(data)
+        self.settings = StatisticsConfig.model_validate(statistics)
+
+    def __call__(self, batch: pa.Table) -> dict[str, Any]:
+        batch = batch.filter(pa.array(split_codes(batch, self.data) == Split.TRAIN))
+        transform = self.bundle.transform
+        stats = PosteriorStats.empty(
+            self.bundle.model_config.latent_dim, len(transform.label_classes), self.settings.reservoir_size
+        )
+        if batch.num_rows:
+            labels = transform.label_codes(batch) if transform.label_column else None
+            mu, logvar = encode_rows(self.bundle, batch, labels)
+            stats.update(mu, logvar, row_keys(batch, self.settings.seed), labels)
+        return {"stats": np.array([stats.to_bytes()], dtype=object)}
+
+
+def encode_rows(bundle: Any, batch: pa.Table, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """q(z|x) for each row: (mu, logvar), each (B, L) float64."""
+    transform = bundle.transform
+    x = torch.from_numpy(transform.transform(batch))
+    condition = torch.from_numpy(transform.condition(labels)) if transform.conditional else None
+    with torch.inference_mode():
+        mu, logvar = bundle.model.encode(x, condition)
+    return mu.double().numpy(), logvar.double().numpy()
+
+
+def _log_summary(posterior: AggregatePosterior) -> None:
+    summary = posterior.summary()
+    logger.info("aggregate posterior: %s", summary)

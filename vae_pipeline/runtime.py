@@ -1,0 +1,96 @@
+"""The Ray edge: one Ray instance per process, started on first use (never at import), and Ray Data readers.
+
+`ray.address` empty starts a local instance; otherwise it connects to the given cluster (`auto`, `host:port`,
+or `ray://host:port` for Ray Client).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import ray
+import ray.data
+from ray.exceptions import RayError
+
+from vae_pipeline.config import RayConfig
+from vae_pipeline.data import CSV_NULL_VALUES, TableSource
+from vae_pipeline.errors import ConfigError, VaePipelineError
+
+logger = logging.getLogger(__name__)
+
+# Workers import the package by name; keep Ray quiet about things users cannot act on.
+_QUIET_ENV = {"RAY_DEDUP_LOGS": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+
+
+def ensure_ray(config: RayConfig) -> None:
+    """Start or connect to Ray once per process; later calls reuse the same instance."""
+    if ray.is_initialized():
+        return
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+    if config.address:
+        kwargs["address"] = config.address
+    elif config.num_cpus:
+        kwargs["num_cpus"] = config.num_cpus
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {config.address!r}: {exc}; check ray.address and `ray status`"
+        ) from exc
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logger.info("ray ready: %s", ray.cluster_resources())
+
+
+def shutdown_ray() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def require_gpus(count: int) -> None:
+    """Asking for GPUs the cluster does not have is an error, never a silent CPU run."""
+    available = ray.cluster_resources().get("GPU", 0)
+    if available < count:
+        raise ConfigError(
+            f"use_gpu is true but the Ray cluster has {available:g} GPU(s) for {count} worker(s); "
+            "set use_gpu: false or connect to a cluster with GPUs (ray.address)"
+        )
+
+
+def read_dataset(source: TableSource) -> ray.data.Dataset:
+    """The source's files as a Ray Dataset, streamed block by block, only the pipeline's columns."""
+    files = list(source.files)
+    filesystem = source.arrow_filesystem()
+    if source.format == "csv":
+        import pyarrow.csv as pa_csv
+
+        convert = pa_csv.ConvertOptions(
+            null_values=CSV_NULL_VALUES,
+            strings_can_be_null=True,
+            include_columns=source.columns,
+            column_types=source.schema,
+        )
+        return ray.data.read_csv(files, filesystem=filesystem, convert_options=convert)
+    return ray.data.read_parquet(files, filesystem=filesystem, columns=source.columns)
+
+
+def user_error_in(exc: BaseException) -> VaePipelineError | None:
+    """Find one of our own errors inside Ray's wrapping, so the user sees its one-line message, not a traceback."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        # Ray re-raises task errors as a class deriving from both RayError and the cause's class: look inside.
+        if isinstance(current, VaePipelineError) and not isinstance(current, RayError):
+            return current
+        inner = [getattr(current, name, None) for name in ("cause", "__cause__", "__context__")]
+        inner += list(getattr(current, "worker_failures", {}).values())
+        stack.extend(item for item in inner if isinstance(item, BaseException))
+    return None

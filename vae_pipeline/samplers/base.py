@@ -1,0 +1,99 @@
+"""The sampler seam: `fit(posterior)` then `sample(n, generator=...)`, latents only.
+
+A sampler never decodes and never writes files (one algorithm per file, diffusers `PHILOSOPHY.md`). The public
+`fit`/`sample` do the bookkeeping and validation; a subclass writes only `_fit`/`_sample`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from vae_pipeline.config import SamplerConfig
+from vae_pipeline.errors import ConfigError, DataError, NotFittedError
+from vae_pipeline.posterior.aggregate import AggregatePosterior
+
+
+@dataclass
+class LatentSample:
+    """n latent vectors and, for samplers that choose one, each row's class index (into the posterior's labels)."""
+
+    z: np.ndarray  # (n, L) float32
+    classes: np.ndarray | None = None  # (n,) int64
+
+
+class LatentSampler(ABC):
+    """Draws latents z from a distribution fitted to the aggregate posterior.
+
+    Args:
+        temperature: multiplies the standard deviation around the sampler's centre (1.0: as fitted).
+    """
+
+    #: SamplerConfig fields passed to the constructor besides `temperature`.
+    config_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, temperature: float = 1.0, **options: Any) -> None:
+        if options:
+            raise ConfigError(
+                f"{type(self).__name__} takes no options {sorted(options)}; "
+                f"it takes only temperature{''.join(', ' + f for f in self.config_fields)}"
+            )
+        if not np.isfinite(temperature) or temperature <= 0:
+            raise ConfigError(f"sampler temperature must be a positive number; got {temperature!r}")
+        self.temperature = float(temperature)
+        self.latent_dim_: int | None = None
+
+    @classmethod
+    def from_config(cls, config: SamplerConfig) -> Self:
+        """Build from the sampler config, passing only the fields this sampler declares in `config_fields`."""
+        options = {name: getattr(config, name) for name in cls.config_fields}
+        return cls(temperature=config.temperature, **options)
+
+    def fit(self, posterior: AggregatePosterior) -> Self:
+        """Store what `sample` needs from the posterior; returns self."""
+        if posterior.count < 1:
+            raise DataError("the aggregate posterior holds no rows; rerun `vae-pipeline stats` on non-empty data")
+        self._fit(posterior)
+        self.latent_dim_ = posterior.latent_dim
+        return self
+
+    def sample(self, n: int, *, generator: np.random.Generator) -> LatentSample:
+        """Draw n latents (n, L) float32, using only `generator` for randomness."""
+        if self.latent_dim_ is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(posterior) before sample")
+        if int(n) != n or n < 0:
+            raise ValueError(f"n must be a non-negative integer; got {n!r}")
+        z, classes = self._sample(int(n), generator)
+        return LatentSample(z=np.asarray(z, dtype=np.float32), classes=classes)
+
+    @abstractmethod
+    def _fit(self, posterior: AggregatePosterior) -> None: ...
+
+    @abstractmethod
+    def _sample(self, n: int, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+def cholesky(cov: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor; the posterior stores positive-definite covariances, so failure means corrupt data."""
+    try:
+        return np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError as exc:
+        raise DataError("a stored posterior covariance is not positive definite; rerun `vae-pipeline stats`") from exc
+
+
+def gaussian_groups(
+    groups: np.ndarray, means: np.ndarray, chols: np.ndarray, scale: float, generator: np.random.Generator
+) -> np.ndarray:
+    """z_i = means[g_i] + scale · chols[g_i] ε_i for each row's group g_i, one matrix product per group.
+
+    Draws are float32 (the output type), which halves the cost of the normal draws.
+    """
+    eps = generator.standard_normal((groups.shape[0], means.shape[1]), dtype=np.float32)
+    z = np.empty_like(eps)
+    for g in range(means.shape[0]):
+        rows = groups == g
+        z[rows] = means[g].astype(np.float32) + scale * (eps[rows] @ chols[g].T.astype(np.float32))
+    return z

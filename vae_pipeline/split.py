@@ -1,0 +1,69 @@
+"""Seeded, order-free row assignment: train, validation or holdout, and per-row sampling keys.
+
+Each row's fate comes from a hash of its content and a seed, so it does not depend on file order, batch
+boundaries or how Ray partitions the data: the same row lands in the same split on every worker and every rerun.
+Identical rows share a split, which keeps exact duplicates out of the holdout that privacy checks compare against.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_TWO_64 = float(2**64)
+
+
+class Split(IntEnum):
+    TRAIN = 0
+    VALIDATION = 1
+    HOLDOUT = 2
+
+
+def row_keys(data: pa.RecordBatch | pa.Table, seed: int) -> np.ndarray:
+    """A uint64 pseudo-random key per row from its content and `seed`; (B,)."""
+    hash_key = f"{seed % 10**16:016d}"
+    keys = np.full(data.num_rows, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in data.columns:
+            hashed = pd.util.hash_array(_canonical(column), hash_key=hash_key, categorize=False)
+            # Order-dependent combination (as in boost::hash_combine) so swapped columns hash differently.
+            keys = (keys * np.uint64(1_000_003)) ^ hashed
+    return pd.util.hash_array(keys, hash_key=hash_key)
+
+
+def _canonical(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A representation of a column that depends only on its values, never on batch boundaries.
+
+    (pandas' own hashing of nullable Arrow integers fills nulls with a batch-dependent value.)
+    """
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = kind.value_type
+    if pa.types.is_temporal(kind):
+        column = column.cast(pa.int64()) if kind.bit_width == 64 else column.cast(pa.int32())
+        kind = column.type
+    if (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+    ):
+        return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    as_text = pc.fill_null(column.cast(pa.string()), "\x00<null>")
+    return np.asarray(as_text.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def assign_splits(
+    data: pa.RecordBatch | pa.Table, seed: int, validation_fraction: float, holdout_fraction: float
+) -> np.ndarray:
+    """Split code per row (`Split` values), with the given expected shares; (B,) int8."""
+    uniform = row_keys(data, seed).astype(np.float64) / _TWO_64
+    codes = np.full(len(uniform), Split.TRAIN, dtype=np.int8)
+    codes[uniform < holdout_fraction + validation_fraction] = Split.VALIDATION
+    codes[uniform < holdout_fraction] = Split.HOLDOUT
+    return codes

@@ -1,0 +1,219 @@
+"""The training loop in plain torch: the same functions run locally and inside each Ray Train worker.
+
+The device is passed in, never chosen here. The model is called as `model(x, c, beta=beta)`, which returns a
+`LossOutput`: that call goes through DistributedDataParallel's forward when the model is wrapped (the only way DDP
+synchronises gradients), and straight to `MLPVAE.forward` when it is not.
+
+Metrics are accumulated on the device as row-weighted sums and read back once per pass, so a pass costs one
+host-device sync rather than one per step, and a short last batch counts for exactly its rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, TypedDict
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vae_pipeline.config import TrainingConfig
+from vae_pipeline.errors import DataError
+from vae_pipeline.models.losses import LossOutput
+
+logger = logging.getLogger(__name__)
+
+Batch = tuple[Tensor, Tensor | None]  # x (B, D) and the condition c (B, C), or None for an unconditional model
+DEFAULT_MAX_GRAD_NORM = 1.0
+
+
+class PassMetrics(TypedDict):
+    """Row-weighted means over one pass through the batches."""
+
+    loss: float
+    recon: float
+    kl: float
+    kl_per_dim: list[float]
+    rows: int
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_recon: float
+    train_kl: float
+    val_loss: float
+    val_recon: float
+    val_kl: float
+    kl_per_dim: list[float]  # validation rows when there are any, else training rows
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _RowWeightedMeans:
+    """Sums of per-batch means times batch rows, kept as detached device tensors."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.sums: dict[str, Tensor] = {}
+
+    def add(self, out: LossOutput, rows: int) -> None:
+        terms = {"loss": out.loss, "recon": out.recon, "kl": out.kl, "kl_per_dim": out.kl_per_dim}
+        for name, value in terms.items():
+            weighted = value.detach() * rows
+            self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
+        self.rows += rows
+
+    def means(self, what: str) -> PassMetrics:
+        if self.rows == 0:
+            raise DataError(f"{what} got no rows; check the split fractions and that the dataset is not empty")
+        mean = {name: (total / self.rows).cpu() for name, total in self.sums.items()}
+        if not math.isfinite(float(mean["loss"])):
+            raise FloatingPointError(f"{what}: the loss is {float(mean['loss'])}; lower training.learning_rate")
+        return PassMetrics(
+            loss=float(mean["loss"]),
+            recon=float(mean["recon"]),
+            kl=float(mean["kl"]),
+            kl_per_dim=[float(v) for v in mean["kl_per_dim"]],
+            rows=self.rows,
+        )
+
+
+def make_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Adam:
+    """Adam over all parameters with the configured learning rate and weight decay."""
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def _to_device(batch: Batch, device: torch.device | str) -> Batch:
+    x, c = batch
+    x = x.to(device=device, dtype=torch.float32, non_blocking=True)
+    return x, None if c is None else c.to(device=device, dtype=torch.float32, non_blocking=True)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    c: Tensor | None,
+    beta: float,
+    max_grad_norm: float | None = DEFAULT_MAX_GRAD_NORM,
+) -> LossOutput:
+    """One gradient step on one batch already on the model's device."""
+    optimizer.zero_grad(set_to_none=True)
+    out: LossOutput = model(x, c, beta=beta)
+    out.loss.backward()
+    if max_grad_norm is not None:
+        # Early batches can put the tight initial gaussian std far from the data; clipping keeps those steps sane.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    return out
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Batch],
+    beta: float,
+    device: torch.device | str,
+    max_grad_norm: float | None = DEFAULT_MAX_GRAD_NORM,
+) -> PassMetrics:
+    """One pass of gradient steps; returns the training terms averaged over rows (as computed before each step)."""
+    model.train()
+    means = _RowWeightedMeans()
+    for batch in batches:
+        x, c = _to_device(batch, device)
+        means.add(train_step(model, optimizer, x, c, beta, max_grad_norm), rows=x.shape[0])
+    return means.means("train_one_epoch")
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    beta: float,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> PassMetrics:
+    """The loss terms on held-out batches without gradients; pass a generator for a reproducible posterior draw.
+
+    A DDP wrapper is bypassed: evaluation needs no gradient sync, and skipping the wrapper's per-call buffer
+    broadcast means workers with different numbers of validation batches cannot deadlock. No batches at all (an
+    empty validation split, or an empty shard of one) gives NaN means and `rows == 0`.
+    """
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    inner.eval()
+    means = _RowWeightedMeans()
+    with torch.no_grad():
+        for batch in batches:
+            x, c = _to_device(batch, device)
+            means.add(inner(x, c, beta=beta, generator=generator), rows=x.shape[0])
+    if means.rows == 0:
+        return _nan_metrics(inner)
+    return means.means("evaluate")
+
+
+def _nan_metrics(model: nn.Module) -> PassMetrics:
+    nan = float("nan")
+    latent_dim = getattr(getattr(model, "config", None), "latent_dim", 0)
+    return PassMetrics(loss=nan, recon=nan, kl=nan, kl_per_dim=[nan] * latent_dim, rows=0)
+
+
+def tensor_batches(
+    x: Tensor, c: Tensor | None = None, batch_size: int = 500, generator: torch.Generator | None = None
+) -> Iterator[Batch]:
+    """Batches of in-memory tensors for local runs; shuffled with `generator` when given, in order otherwise."""
+    rows = x.shape[0]
+    order = torch.randperm(rows, generator=generator) if generator is not None else torch.arange(rows)
+    for start in range(0, rows, batch_size):
+        idx = order[start : start + batch_size]
+        yield x[idx], None if c is None else c[idx]
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_batches: Callable[[int], Iterable[Batch]],
+    val_batches: Callable[[int], Iterable[Batch]] | None,
+    epochs: int,
+    beta: float,
+    device: torch.device | str,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+) -> list[EpochMetrics]:
+    """Train for `epochs`; `train_batches(epoch)` and `val_batches(epoch)` give each epoch's batches.
+
+    `on_epoch` sees each epoch's metrics as they come (a place to report or checkpoint). Without validation
+    batches the validation fields are NaN and `kl_per_dim` comes from the training rows.
+    """
+    history: list[EpochMetrics] = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        train = train_one_epoch(model, optimizer, train_batches(epoch), beta, device)
+        val = evaluate(model, val_batches(epoch), beta, device) if val_batches is not None else None
+        metrics = _epoch_metrics(epoch, train, val, time.perf_counter() - started)
+        logger.info("epoch %d: train loss %.4f, val loss %.4f", epoch, metrics.train_loss, metrics.val_loss)
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+    return history
+
+
+def _epoch_metrics(epoch: int, train: PassMetrics, val: PassMetrics | None, seconds: float) -> EpochMetrics:
+    nan = float("nan")
+    has_val = val is not None and val["rows"] > 0
+    return EpochMetrics(
+        epoch=epoch,
+        train_loss=train["loss"],
+        train_recon=train["recon"],
+        train_kl=train["kl"],
+        val_loss=val["loss"] if val else nan,
+        val_recon=val["recon"] if val else nan,
+        val_kl=val["kl"] if val else nan,
+        kl_per_dim=val["kl_per_dim"] if val is not None and has_val else train["kl_per_dim"],
+        seconds=seconds,
+    )

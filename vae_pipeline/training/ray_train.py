@@ -1,0 +1,256 @@
+"""Distributed training with Ray Train: the step that turns a table into a model bundle.
+
+The driver fits the transform in one streaming pass, Ray Data encodes the rows, and a `TorchTrainer` runs
+`train_loop` on `training.num_workers` workers (DDP; GPU when `use_gpu`). Every epoch reports metrics and a
+checkpoint under `<model_url>/checkpoints/<run_name>`; a rerun with the same run name resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import ray.data
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from vae_pipeline import storage
+from vae_pipeline.bundle import ModelBundle, save_bundle
+from vae_pipeline.config import PipelineConfig, TrainingConfig
+from vae_pipeline.data import open_source
+from vae_pipeline.errors import VaePipelineError
+from vae_pipeline.models.mlp_vae import MLPVAE, MLPVAEConfig, build_model
+from vae_pipeline.runtime import ensure_ray, read_dataset, require_gpus, user_error_in
+from vae_pipeline.split import Split
+from vae_pipeline.training.checkpoint import TrainingState, load_model_weights, load_training_state, save_training_state
+from vae_pipeline.training.loop import evaluate, make_optimizer, train_one_epoch
+from vae_pipeline.training.prepare import EncodeRows, fit_table_transform, select_split
+from vae_pipeline.transforms.table import TableTransform
+
+logger = logging.getLogger(__name__)
+
+# Below this many encoded bytes the dataset is materialised once in the object store instead of re-read per epoch.
+_MATERIALIZE_BYTES = 512 * 1024**2
+
+
+def run_training(config: PipelineConfig) -> str:
+    """Train on `config.data.input_url` and write a model bundle to `config.model_url`; returns the bundle URL."""
+    ensure_ray(config.ray)
+    if config.training.use_gpu:
+        require_gpus(config.training.num_workers)
+    source = open_source(config.data)
+    started = time.perf_counter()
+    transform = fit_table_transform(source, config)
+    logger.info(
+        "transform fitted in %.1fs: %d columns -> %d features",
+        time.perf_counter() - started,
+        len(source.columns),
+        transform.output_dim,
+    )
+    model_config = MLPVAEConfig(
+        data_dim=transform.output_dim,
+        latent_dim=config.model.latent_dim,
+        hidden_dims=list(config.model.hidden_dims),
+        spans=list(transform.spans),
+        condition_dim=len(transform.label_classes) if transform.conditional else 0,
+    )
+    datasets = _encoded_datasets(source, transform, config)
+    run_key = training_run_key(config)
+    run_name = config.training.run_name or f"run-{run_key[:12]}"
+    result = _fit(config, model_config, datasets, run_key, run_name)
+    bundle = _bundle_from_checkpoint(result, model_config, transform, config)
+    logger.info("model bundle written to %s (fingerprint %s)", config.model_url, bundle.fingerprint[:12])
+    return config.model_url
+
+
+def training_run_key(config: PipelineConfig) -> str:
+    """What a resumable run must share: data, model and optimisation settings (epochs may grow, workers change)."""
+    training = config.training.model_dump(mode="json", exclude={"epochs", "num_workers", "use_gpu", "run_name"})
+    data = config.data.model_dump(mode="json", exclude={"storage_options"})
+    payload = {"data": data, "model": config.model.model_dump(mode="json"), "training": training}
+    return hashlib.sha256(storage.canonical_json(payload).encode()).hexdigest()
+
+
+def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineConfig) -> dict[str, ray.data.Dataset]:
+    encoded = read_dataset(source).map_batches(
+        EncodeRows,
+        fn_constructor_kwargs={"transform_state": transform.state_dict(), "data": config.data.model_dump(mode="json")},
+        batch_format="pyarrow",
+        batch_size=config.data.batch_rows,
+        concurrency=(1, max(1, config.training.num_workers)),
+    )
+    datasets = {
+        "train": encoded.map_batches(select_split, fn_kwargs={"split": Split.TRAIN}, batch_format="numpy"),
+        "validation": encoded.map_batches(select_split, fn_kwargs={"split": Split.VALIDATION}, batch_format="numpy"),
+    }
+    estimated = source.count_rows() * transform.output_dim * 4
+    if estimated < _MATERIALIZE_BYTES:
+        datasets = {name: ds.materialize() for name, ds in datasets.items()}
+    return datasets
+
+
+def _fit(
+    config: PipelineConfig,
+    model_config: MLPVAEConfig,
+    datasets: dict[str, ray.data.Dataset],
+    run_key: str,
+    run_name: str,
+) -> ray.train.Result:
+    storage_root = _absolute(storage.join_url(config.model_url, "checkpoints"))
+    fs, root_path = storage.url_to_fs(storage_root)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "model_config": model_config.to_json(),
+            "training": config.training.model_dump(mode="json"),
+            "run_key": run_key,
+        },
+        scaling_config=ScalingConfig(num_workers=config.training.num_workers, use_gpu=config.training.use_gpu),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=root_path,
+            storage_filesystem=None if storage.is_local(storage_root) else _arrow_fs(fs),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=2),
+        ),
+        datasets=datasets,
+    )
+    logger.info(
+        "training run %s: %d epochs on %d worker(s)", run_name, config.training.epochs, config.training.num_workers
+    )
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        cause = user_error_in(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def _bundle_from_checkpoint(
+    result: ray.train.Result, model_config: MLPVAEConfig, transform: TableTransform, config: PipelineConfig
+) -> ModelBundle:
+    if result.checkpoint is None:
+        raise VaePipelineError("training finished without a checkpoint; check the worker logs above")
+    with result.checkpoint.as_directory() as directory:
+        model = build_model(model_config)
+        model.load_state_dict(load_model_weights(directory))
+        metrics = _read_metrics(directory)
+    return save_bundle(config.model_url, model, model_config, transform, config, metrics)
+
+
+def _read_metrics(directory: str) -> list[dict[str, Any]]:
+    import json
+
+    with open(os.path.join(directory, "state.json")) as handle:
+        return list(json.load(handle)["state"]["metrics"])
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: DDP model, this worker's data shard, a checkpoint per epoch."""
+    training = TrainingConfig.model_validate(loop_config["training"])
+    torch.manual_seed(training.seed)
+    model = ray.train.torch.prepare_model(build_model(MLPVAEConfig.from_json(loop_config["model_config"])))
+    optimizer = make_optimizer(model, training)
+    device = ray.train.torch.get_device()
+    state = _resume_state(model, optimizer, loop_config["run_key"])
+    context = ray.train.get_context()
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    for epoch in range(state.epoch, training.epochs):
+        started = time.perf_counter()
+        train_metrics = train_one_epoch(
+            model, optimizer, _batches(train_shard, training, epoch, shuffle=True), training.beta, device
+        )
+        val_metrics = evaluate(model, _batches(val_shard, training, epoch, shuffle=False), training.beta, device)
+        record = _epoch_record(epoch, train_metrics, val_metrics, time.perf_counter() - started)
+        state.epoch, state.metrics = epoch + 1, [*state.metrics, record]
+        if context.get_world_rank() == 0:
+            logger.warning(
+                "epoch %d/%d  train loss %.4f  val loss %.4f  kl %.3f  (%.1fs)",
+                epoch + 1,
+                training.epochs,
+                record["train_loss"],
+                record["val_loss"],
+                record["train_kl"],
+                record["seconds"],
+            )
+        _report(model, optimizer, state, record, context.get_world_rank())
+
+
+def _resume_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_key: str) -> TrainingState:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return TrainingState(epoch=0, run_key=run_key)
+    with checkpoint.as_directory() as directory:
+        state = load_training_state(directory, _unwrap(model), optimizer, run_key)
+    logger.warning("resuming from the checkpoint after epoch %d", state.epoch)
+    return state
+
+
+def _batches(shard: Any, training: TrainingConfig, epoch: int, *, shuffle: bool) -> Any:
+    batches = shard.iter_torch_batches(
+        batch_size=training.batch_size,
+        dtypes=torch.float32,
+        local_shuffle_buffer_size=training.batch_size * 8 if shuffle else None,
+        local_shuffle_seed=training.seed * 1_000_003 + epoch if shuffle else None,
+    )
+    for batch in batches:
+        yield batch["x"], batch.get("c")
+
+
+def _epoch_record(epoch: int, train: dict[str, Any], val: dict[str, Any], seconds: float) -> dict[str, Any]:
+    record: dict[str, Any] = {"epoch": epoch + 1, "seconds": round(seconds, 4)}
+    for prefix, values in (("train", train), ("val", val)):
+        for name, value in _all_reduce_mean(values).items():
+            record[f"{prefix}_{name}"] = value
+    return record
+
+
+def _all_reduce_mean(values: dict[str, Any]) -> dict[str, Any]:
+    """Average scalar and list metrics over workers; equal data shards make the plain mean the right one."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return {k: (list(map(float, v)) if isinstance(v, list | tuple) else float(v)) for k, v in values.items()}
+    reduced: dict[str, Any] = {}
+    for name, value in values.items():
+        tensor = torch.as_tensor(value, dtype=torch.float64)
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+        reduced[name] = tensor.tolist()
+    return reduced
+
+
+def _report(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState, record: dict[str, Any], rank: int
+) -> None:
+    metrics = {k: v for k, v in record.items() if not isinstance(v, list)}
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            save_training_state(directory, _unwrap(model), optimizer, state)
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _unwrap(model: torch.nn.Module) -> MLPVAE:
+    inner = model.module if hasattr(model, "module") else model
+    assert isinstance(inner, MLPVAE)
+    return inner
+
+
+def _absolute(url: str) -> str:
+    return os.path.abspath(url) if "://" not in url else url
+
+
+def _arrow_fs(fs: Any) -> Any:
+    import pyarrow.fs as pa_fs
+
+    return pa_fs.PyFileSystem(pa_fs.FSSpecHandler(fs))

@@ -1,0 +1,126 @@
+"""The column-transform seam (after RDT's `rdt/transformers/base.py`).
+
+The public `fit`/`transform`/`inverse_transform` here check their inputs and outputs and keep the books; a
+subclass writes only `_fit`, `_transform`, `_inverse_transform` and `_spans`. Fitted attributes end in `_`, are
+plain JSON values, and are listed in `fitted_attributes` so `state_dict`/`load_state_dict` need no per-class code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from vae_pipeline.errors import DataError, NotFittedError
+from vae_pipeline.layout import Span
+from vae_pipeline.transforms.arrow_types import ArrayLike, type_from_json, type_to_json
+from vae_pipeline.transforms.profile import ColumnProfile
+
+
+class ColumnTransform(ABC):
+    """A reversible map from one Arrow column to a block of float32 columns.
+
+    Args:
+        column: the column's name, used in every error message.
+        arrow_type: the column's Arrow type; `inverse_transform` returns exactly this type.
+    """
+
+    kind: ClassVar[str]
+    fitted_attributes: ClassVar[tuple[str, ...]]
+
+    def __init__(self, column: str, arrow_type: pa.DataType) -> None:
+        self.column = column
+        self.arrow_type = arrow_type
+        self._fitted = False
+
+    def fit(self, profile: ColumnProfile, *, seed: int = 0) -> ColumnTransform:
+        """Learn the parameters from a column's streaming profile. Returns self."""
+        if profile.name != self.column:
+            raise ValueError(f"profile of column '{profile.name}' given to the transform of '{self.column}'")
+        if profile.non_null == 0:
+            raise DataError(
+                f"column '{self.column}' has only nulls ({profile.rows} rows); drop it with data.drop_columns"
+            )
+        self._fit(profile, seed)
+        self._fitted = True
+        return self
+
+    def transform(self, array: ArrayLike) -> np.ndarray:
+        """Encode a column as a (B, output_width) float32 block."""
+        self._check_fitted()
+        if array.type != self.arrow_type:
+            raise DataError(
+                f"column '{self.column}' has type {array.type} but the transform was fitted on {self.arrow_type}; "
+                "cast it or refit"
+            )
+        block = self._transform(array)
+        assert block.shape == (len(array), self.output_width), block.shape
+        return block.astype(np.float32, copy=False)
+
+    def inverse_transform(self, block: np.ndarray) -> pa.Array:
+        """Decode a (B, output_width) block back to an Arrow array of the fitted type."""
+        self._check_fitted()
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != self.output_width:
+            raise ValueError(f"column '{self.column}' expects a (B, {self.output_width}) block, got {block.shape}")
+        array = self._inverse_transform(block)
+        assert array.type == self.arrow_type, (array.type, self.arrow_type)
+        return array
+
+    @property
+    def output_width(self) -> int:
+        """Number of float columns this transform produces."""
+        self._check_fitted()
+        return sum(span.width for span in self._spans(0))
+
+    def spans(self, offset: int) -> list[Span]:
+        """The layout of this column's block when it starts at `offset` of the whole vector."""
+        self._check_fitted()
+        return self._spans(offset)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._fitted
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state; `from_state_dict` rebuilds an identical transform."""
+        self._check_fitted()
+        fitted = {name: getattr(self, name) for name in self.fitted_attributes}
+        return {"kind": self.kind, "column": self.column, "arrow_type": type_to_json(self.arrow_type), **fitted}
+
+    def load_state_dict(self, state: dict[str, Any]) -> ColumnTransform:
+        """Restore the fitted attributes written by `state_dict`. Returns self."""
+        if state.get("kind") != self.kind:
+            raise ValueError(f"state of a '{state.get('kind')}' transform given to a '{self.kind}' transform")
+        missing = [name for name in self.fitted_attributes if name not in state]
+        if missing:
+            raise ValueError(f"state of column '{self.column}' lacks {missing}; it was not written by state_dict")
+        for name in self.fitted_attributes:
+            setattr(self, name, state[name])
+        self._fitted = True
+        return self
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> ColumnTransform:
+        return cls(state["column"], type_from_json(state["arrow_type"])).load_state_dict(state)
+
+    def _check_fitted(self) -> None:
+        if not self._fitted:
+            raise NotFittedError(
+                f"the {self.kind} transform of column '{self.column}' is not fitted; call fit first "
+                "(or load_state_dict)"
+            )
+
+    @abstractmethod
+    def _fit(self, profile: ColumnProfile, seed: int) -> None: ...
+
+    @abstractmethod
+    def _transform(self, array: ArrayLike) -> np.ndarray: ...
+
+    @abstractmethod
+    def _inverse_transform(self, block: np.ndarray) -> pa.Array: ...
+
+    @abstractmethod
+    def _spans(self, offset: int) -> list[Span]: ...
