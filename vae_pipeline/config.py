@@ -18,6 +18,8 @@ ColumnKind = Literal["continuous", "categorical"]
 SamplerName = Literal["prior", "gaussian", "gmm", "empirical", "conditional"]
 
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "connection_string")
+# Values of secret-looking options that name a mode rather than hold a secret (gcsfs: token="anon").
+_NON_SECRET_VALUES = {"anon", "google_default", "cloud", "cache"}
 
 
 class _Frozen(BaseModel):
@@ -47,13 +49,21 @@ class DataConfig(_Frozen):
     @field_validator("storage_options")
     @classmethod
     def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
-            if any(word in name.lower() for word in _SECRET_WORDS):
-                raise ValueError(
-                    f"storage option '{name}' looks like a credential; set it in the environment "
-                    "(e.g. AWS_SECRET_ACCESS_KEY) or fsspec's config instead, since configs are written into artifacts"
-                )
+        _refuse_secrets(value, "")
         return value
+
+
+def _refuse_secrets(options: dict[str, Any], prefix: str) -> None:
+    """Configs are copied into every artifact, so credentials must come from the environment instead."""
+    for name, item in options.items():
+        dotted = f"{prefix}{name}"
+        if isinstance(item, dict):
+            _refuse_secrets(item, f"{dotted}.")
+        elif any(word in name.lower() for word in _SECRET_WORDS) and item not in _NON_SECRET_VALUES:
+            raise ValueError(
+                f"storage option '{dotted}' looks like a credential; set it in the environment "
+                "(e.g. AWS_SECRET_ACCESS_KEY) or fsspec's config instead, since configs are written into artifacts"
+            )
 
 
 class ModelConfig(_Frozen):
@@ -144,9 +154,11 @@ class PipelineConfig(_Frozen):
             node = data
             *parents, leaf = dotted.split(".")
             for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown key '{dotted}'; check it against the config reference in README.md")
                 node = node[part]
             node[leaf] = value
-        return parse_config(data)
+        return parse_config(data, source="overrides")
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

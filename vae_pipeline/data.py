@@ -69,11 +69,40 @@ def open_source(config: DataConfig) -> TableSource:
     dataset = _open_dataset(config.input_url, fs, files, fmt)
     schema = _pipeline_schema(dataset.schema, config)
     source = TableSource(config.input_url, fmt, tuple(files), fs, schema, dataset)
-    if source.count_rows() == 0:
+    try:
+        rows = source.count_rows()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(
+            f"cannot read {storage.redact_url(config.input_url)} as {fmt}: {_first_line(exc)}; "
+            "check no file is corrupt or set data.format"
+        ) from exc
+    if rows == 0:
         raise DataError(
             f"{storage.redact_url(config.input_url)} holds no rows; point data.input_url at a non-empty table"
         )
+    if fmt == "parquet":
+        _check_null_columns(dataset, schema, rows)
     return source
+
+
+def _check_null_columns(dataset: pa_ds.Dataset, schema: pa.Schema, rows: int) -> None:
+    """Refuse all-null columns up front from Parquet footers (no data scan); other formats find them when fitting."""
+    nulls: dict[str, int | None] = dict.fromkeys(schema.names, 0)
+    for fragment in dataset.get_fragments():
+        metadata = fragment.metadata
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            for index in range(row_group.num_columns):
+                chunk = row_group.column(index)
+                known = nulls.get(chunk.path_in_schema)
+                if known is None:  # not a pipeline column, or a footer without null counts
+                    continue
+                stats = chunk.statistics
+                has_count = stats is not None and stats.has_null_count
+                nulls[chunk.path_in_schema] = known + stats.null_count if has_count else None
+    for name, count in nulls.items():
+        if count == rows:
+            raise DataError(f"column '{name}' is all null; add it to data.drop_columns")
 
 
 def _resolve_files(url: str, storage_options: dict[str, Any]) -> tuple[AbstractFileSystem, list[str]]:
@@ -83,9 +112,8 @@ def _resolve_files(url: str, storage_options: dict[str, Any]) -> tuple[AbstractF
         if any(ch in path for ch in "*?["):
             files = sorted(fs.glob(path))
         elif fs.isdir(path):
-            files = sorted(
-                f for f in fs.find(path) if not posixpath.basename(f).startswith((".", "_")) and fs.isfile(f)
-            )
+            # Like pyarrow's discovery: skip hidden and underscore files and folders (_temporary, .ipynb_checkpoints).
+            files = sorted(f for f in fs.find(path) if not _is_hidden(posixpath.relpath(f, path)) and fs.isfile(f))
         elif fs.exists(path):
             files = [path]
         else:
@@ -95,6 +123,10 @@ def _resolve_files(url: str, storage_options: dict[str, Any]) -> tuple[AbstractF
     if not files:
         raise DataError(f"input {shown} does not exist or matches no files; check data.input_url (or --input)")
     return fs, files
+
+
+def _is_hidden(relative: str) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.split("/"))
 
 
 def _format_of(config: DataConfig, files: list[str]) -> str:

@@ -29,33 +29,37 @@ def row_keys(data: pa.RecordBatch | pa.Table, seed: int) -> np.ndarray:
     keys = np.full(data.num_rows, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for column in data.columns:
-            hashed = pd.util.hash_array(_canonical(column), hash_key=hash_key, categorize=False)
-            # Order-dependent combination (as in boost::hash_combine) so swapped columns hash differently.
-            keys = (keys * np.uint64(1_000_003)) ^ hashed
+            for part in _canonical(column):
+                hashed = pd.util.hash_array(part, hash_key=hash_key, categorize=False)
+                # Order-dependent combination (as in boost::hash_combine) so swapped columns hash differently.
+                keys = (keys * np.uint64(1_000_003)) ^ hashed
     return pd.util.hash_array(keys, hash_key=hash_key)
 
 
-def _canonical(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A representation of a column that depends only on its values, never on batch boundaries.
+def _canonical(column: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
+    """Arrays that depend only on a column's values, never on batch boundaries; exact for 64-bit integers.
 
     (pandas' own hashing of nullable Arrow integers fills nulls with a batch-dependent value.)
     """
     kind = column.type
     if pa.types.is_dictionary(kind):
-        column = column.cast(kind.value_type)
-        kind = kind.value_type
+        column, kind = column.cast(kind.value_type), kind.value_type
     if pa.types.is_temporal(kind):
-        column = column.cast(pa.int64()) if kind.bit_width == 64 else column.cast(pa.int32())
+        column = column.cast(pa.int64() if kind.bit_width == 64 else pa.int32())
         kind = column.type
-    if (
-        pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_decimal(kind)
-    ):
-        return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if pa.types.is_boolean(kind):
+        column, kind = column.cast(pa.int8()), pa.int8()
+    if pa.types.is_integer(kind):
+        is_null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=np.uint8)
+        filled = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+        bits = (
+            filled.astype(np.uint64) if pa.types.is_unsigned_integer(kind) else filled.astype(np.int64).view(np.uint64)
+        )
+        return [bits, is_null]
+    if pa.types.is_floating(kind):
+        return [np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)]
     as_text = pc.fill_null(column.cast(pa.string()), "\x00<null>")
-    return np.asarray(as_text.to_numpy(zero_copy_only=False), dtype=object)
+    return [np.asarray(as_text.to_numpy(zero_copy_only=False), dtype=object)]
 
 
 def assign_splits(

@@ -29,7 +29,7 @@ from vae_pipeline.generation.manifest import (
 from vae_pipeline.generation.plan import ShardSpec, plan_shards
 from vae_pipeline.generation.worker import ShardGenerator
 from vae_pipeline.generation.writer import ShardRecord, write_shard
-from vae_pipeline.posterior.aggregate import AggregatePosterior, load_posterior
+from vae_pipeline.posterior.aggregate import ARRAYS_NAME, JSON_NAME, AggregatePosterior, load_posterior
 from vae_pipeline.runtime import ensure_ray, user_error_in
 from vae_pipeline.samplers.registry import build_sampler
 
@@ -51,7 +51,15 @@ def run_generation(
     bundle, posterior = load_artifacts(model_url, statistics_url)
     build_sampler(config.sampler).fit(posterior)  # fail fast on a sampler that cannot serve this model
     sampler = sampler_json(config.sampler)
-    run_id = generation_run_id(bundle.fingerprint, sampler, settings.seed, settings.rows, settings.rows_per_shard)
+    run_id = generation_run_id(
+        bundle_fingerprint=bundle.fingerprint,
+        statistics_digest=statistics_digest(statistics_url),
+        sampler=sampler,
+        seed=settings.seed,
+        rows=settings.rows,
+        rows_per_shard=settings.rows_per_shard,
+        batch_rows=settings.batch_rows,
+    )
     output_url = settings.output_url
     if _already_complete(output_url, run_id):
         logger.info("%s already holds this run (%s); nothing to do", output_url, run_id)
@@ -89,6 +97,12 @@ def load_artifacts(model_url: str, statistics_url: str) -> tuple[ModelBundle, Ag
             f"not {bundle.fingerprint[:12]} at {storage.redact_url(model_url)}; rerun `vae-pipeline stats`"
         )
     return bundle, posterior
+
+
+def statistics_digest(statistics_url: str) -> str:
+    """A content hash of the stored statistics, so recomputed statistics make a new run."""
+    files = (JSON_NAME, ARRAYS_NAME)
+    return "".join(storage.sha256_of(storage.join_url(statistics_url, name))[:16] for name in files)
 
 
 def sampler_json(config: SamplerConfig) -> dict[str, Any]:

@@ -103,15 +103,24 @@ class Manifest:
 
 
 def generation_run_id(
-    bundle_fingerprint: str, sampler: dict[str, Any], seed: int, rows: int, rows_per_shard: int
+    *,
+    bundle_fingerprint: str,
+    statistics_digest: str,
+    sampler: dict[str, Any],
+    seed: int,
+    rows: int,
+    rows_per_shard: int,
+    batch_rows: int,
 ) -> str:
-    """Identity of a generation run: two runs with equal ids write identical bytes."""
+    """Identity of a generation run: everything that decides the bytes; two runs with equal ids write equal shards."""
     payload = {
         "bundle": bundle_fingerprint,
+        "statistics": statistics_digest,
         "sampler": sampler,
         "seed": seed,
         "rows": rows,
         "rows_per_shard": rows_per_shard,
+        "batch_rows": batch_rows,
     }
     return hashlib.sha256(storage.canonical_json(payload).encode()).hexdigest()[:16]
 

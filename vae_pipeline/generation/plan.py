@@ -1,7 +1,8 @@
 """The shard plan: how many rows each shard gets and the seed it draws from.
 
 Shard i draws from child i of `numpy.random.SeedSequence(seed)`, which is independent of the other shards and of
-how many workers run them, so a shard's bytes depend only on (model, statistics, sampler, seed, i, its rows).
+how many workers run them, so a shard's bytes depend only on (model, statistics, sampler, seed, i, its rows, and the
+decode batch size, since draws are made batch by batch).
 """
 
 from __future__ import annotations

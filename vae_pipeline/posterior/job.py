@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import ray.data
 import torch
 
 from vae_pipeline.bundle import default_statistics_url, load_bundle
 from vae_pipeline.config import DataConfig, PipelineConfig, StatisticsConfig
 from vae_pipeline.data import open_source
+from vae_pipeline.errors import DataError
 from vae_pipeline.posterior.aggregate import AggregatePosterior, finalize_posterior, save_posterior
 from vae_pipeline.posterior.stats import PosteriorStats
 from vae_pipeline.runtime import ensure_ray, read_dataset
@@ -34,10 +36,10 @@ def run_statistics(config: PipelineConfig, model_url: str | None = None, statist
     """
     model_url = model_url or config.model_url
     statistics_url = statistics_url or default_statistics_url(model_url)
-    ensure_ray(config.ray)
     bundle = load_bundle(model_url)
     data = bundle.config.data
     source = open_source(data)
+    ensure_ray(config.ray)
     settings = config.statistics
     partials = read_dataset(source).map_batches(
         SummarizeBatch,
@@ -48,7 +50,7 @@ def run_statistics(config: PipelineConfig, model_url: str | None = None, statist
         },
         batch_format="pyarrow",
         batch_size=settings.batch_rows,
-        concurrency=(1, settings.num_workers),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=settings.num_workers),
     )
     total = PosteriorStats.empty(
         bundle.model_config.latent_dim, len(bundle.transform.label_classes), settings.reservoir_size
@@ -57,7 +59,7 @@ def run_statistics(config: PipelineConfig, model_url: str | None = None, statist
         for blob in batch.column("stats").to_pylist():
             total = total.merge(PosteriorStats.from_bytes(blob))
     if total.n == 0:
-        raise ValueError("no training rows reached the statistics job; check data.holdout_fraction")
+        raise DataError("no training rows reached the statistics job; lower data.holdout_fraction")
     posterior = finalize_posterior(
         total, class_labels=list(bundle.transform.label_classes), config=settings, model_fingerprint=bundle.fingerprint
     )

@@ -42,10 +42,10 @@ _MATERIALIZE_BYTES = 512 * 1024**2
 
 
 def run_training(config: PipelineConfig) -> str:
-    """Train on `config.data.input_url` and write a model bundle to `config.model_url`; returns the bundle URL."""
-    ensure_ray(config.ray)
-    if config.training.use_gpu:
-        require_gpus(config.training.num_workers)
+    """Train on `config.data.input_url` and write a model bundle to `config.model_url`; returns the bundle URL.
+
+    Everything that can fail on the user's input (the data, the transform fit) runs before Ray starts.
+    """
     source = open_source(config.data)
     started = time.perf_counter()
     transform = fit_table_transform(source, config)
@@ -62,6 +62,9 @@ def run_training(config: PipelineConfig) -> str:
         spans=list(transform.spans),
         condition_dim=len(transform.label_classes) if transform.conditional else 0,
     )
+    ensure_ray(config.ray)
+    if config.training.use_gpu:
+        require_gpus(config.training.num_workers)
     datasets = _encoded_datasets(source, transform, config)
     run_key = training_run_key(config)
     run_name = config.training.run_name or f"run-{run_key[:12]}"
@@ -80,21 +83,24 @@ def training_run_key(config: PipelineConfig) -> str:
 
 
 def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineConfig) -> dict[str, ray.data.Dataset]:
+    """Train and validation rows as Ray Datasets of {"x", "c"} arrays, streamed to the workers.
+
+    A table whose encoding fits comfortably in the object store is encoded once and kept there, instead of being
+    re-read and re-encoded every epoch.
+    """
     encoded = read_dataset(source).map_batches(
         EncodeRows,
         fn_constructor_kwargs={"transform_state": transform.state_dict(), "data": config.data.model_dump(mode="json")},
         batch_format="pyarrow",
         batch_size=config.data.batch_rows,
-        concurrency=(1, max(1, config.training.num_workers)),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.training.num_workers),
     )
-    datasets = {
-        "train": encoded.map_batches(select_split, fn_kwargs={"split": Split.TRAIN}, batch_format="numpy"),
-        "validation": encoded.map_batches(select_split, fn_kwargs={"split": Split.VALIDATION}, batch_format="numpy"),
+    if source.count_rows() * transform.output_dim * 4 < _MATERIALIZE_BYTES:
+        encoded = encoded.materialize()
+    return {
+        name: encoded.map_batches(select_split, fn_kwargs={"split": split}, batch_format="numpy")
+        for name, split in (("train", Split.TRAIN), ("validation", Split.VALIDATION))
     }
-    estimated = source.count_rows() * transform.output_dim * 4
-    if estimated < _MATERIALIZE_BYTES:
-        datasets = {name: ds.materialize() for name, ds in datasets.items()}
-    return datasets
 
 
 def _fit(
@@ -157,6 +163,7 @@ def _read_metrics(directory: str) -> list[dict[str, Any]]:
 def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: DDP model, this worker's data shard, a checkpoint per epoch."""
     training = TrainingConfig.model_validate(loop_config["training"])
+    _quiet_report_logs()
     torch.manual_seed(training.seed)
     model = ray.train.torch.prepare_model(build_model(MLPVAEConfig.from_json(loop_config["model_config"])))
     optimizer = make_optimizer(model, training)
@@ -184,6 +191,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 record["seconds"],
             )
         _report(model, optimizer, state, record, context.get_world_rank())
+
+
+def _quiet_report_logs() -> None:
+    """Ray Train logs every report at INFO under a file-path logger name; those lines drown the epoch lines."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # a Ray version that moved it: the lines stay, nothing breaks
+        pass
 
 
 def _resume_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_key: str) -> TrainingState:
