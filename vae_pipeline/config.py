@@ -129,13 +129,14 @@ class PipelineConfig(_Frozen):
     """The whole pipeline: one YAML file."""
 
     model_url: str = "out/model"
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
+    # Sections are frozen, so one shared default instance per section is safe.
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    statistics: StatisticsConfig = StatisticsConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    generation: GenerationConfig = GenerationConfig()
+    ray: RayConfig = RayConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:

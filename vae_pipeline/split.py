@@ -14,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vae_pipeline.config import DataConfig
+
 _TWO_64 = float(2**64)
 
 
@@ -60,6 +62,11 @@ def _canonical(column: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
         return [np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)]
     as_text = pc.fill_null(column.cast(pa.string()), "\x00<null>")
     return [np.asarray(as_text.to_numpy(zero_copy_only=False), dtype=object)]
+
+
+def split_codes(data: pa.RecordBatch | pa.Table, config: DataConfig) -> np.ndarray:
+    """`assign_splits` with the config's seed and fractions."""
+    return assign_splits(data, config.split_seed, config.validation_fraction, config.holdout_fraction)
 
 
 def assign_splits(

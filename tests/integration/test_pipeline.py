@@ -21,8 +21,7 @@ from vae_pipeline.generation.job import run_generation
 from vae_pipeline.generation.manifest import read_manifest
 from vae_pipeline.posterior.aggregate import load_posterior
 from vae_pipeline.posterior.job import encode_rows
-from vae_pipeline.split import Split
-from vae_pipeline.training.prepare import split_codes
+from vae_pipeline.split import Split, split_codes
 
 pytestmark = pytest.mark.slow
 

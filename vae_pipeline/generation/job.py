@@ -152,10 +152,9 @@ def _write_shards(
 ) -> list[ShardRecord]:
     settings = config.generation
     workers = min(settings.num_workers, len(plan))
-    actors = [
-        GenerationActor.remote(model_url, statistics_url, sampler_json(config.sampler), settings.batch_rows)
-        for _ in range(workers)
-    ]
+    sampler = sampler_json(config.sampler)
+    remote_actor: Any = GenerationActor  # ray.remote's class has .remote, which type checkers cannot see
+    actors = [remote_actor.remote(model_url, statistics_url, sampler, settings.batch_rows) for _ in range(workers)]
     pool = ActorPool(actors)
     records: list[ShardRecord] = []
     try:

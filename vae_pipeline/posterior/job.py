@@ -22,8 +22,7 @@ from vae_pipeline.errors import DataError
 from vae_pipeline.posterior.aggregate import AggregatePosterior, finalize_posterior, save_posterior
 from vae_pipeline.posterior.stats import PosteriorStats
 from vae_pipeline.runtime import ensure_ray, read_dataset
-from vae_pipeline.split import Split, row_keys
-from vae_pipeline.training.prepare import split_codes
+from vae_pipeline.split import Split, row_keys, split_codes
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +54,8 @@ def run_statistics(config: PipelineConfig, model_url: str | None = None, statist
     total = PosteriorStats.empty(
         bundle.model_config.latent_dim, len(bundle.transform.label_classes), settings.reservoir_size
     )
-    for batch in partials.iter_batches(batch_format="pyarrow", batch_size=None):
-        for blob in batch.column("stats").to_pylist():
+    for batch in partials.iter_batches(batch_format="numpy", batch_size=None):
+        for blob in batch["stats"]:
             total = total.merge(PosteriorStats.from_bytes(blob))
     if total.n == 0:
         raise DataError("no training rows reached the statistics job; lower data.holdout_fraction")

@@ -13,12 +13,8 @@ import pyarrow as pa
 
 from vae_pipeline.config import DataConfig, PipelineConfig
 from vae_pipeline.data import TableSource
-from vae_pipeline.split import Split, assign_splits
+from vae_pipeline.split import Split, split_codes
 from vae_pipeline.transforms.table import TableTransform
-
-
-def split_codes(batch: pa.RecordBatch | pa.Table, data: DataConfig) -> np.ndarray:
-    return assign_splits(batch, data.split_seed, data.validation_fraction, data.holdout_fraction)
 
 
 def modelled_batches(source: TableSource, data: DataConfig) -> Iterator[pa.RecordBatch]:
@@ -50,9 +46,19 @@ class EncodeRows:
         self.data = DataConfig.model_validate(data)
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        out = {"x": self.transform.transform(batch), "split": split_codes(batch, self.data)}
-        if self.transform.conditional:
-            out["c"] = self.transform.condition(self.transform.label_codes(batch))
+        # Holdout rows go no further: the transform never saw them and may not encode them (a null it never met).
+        codes = split_codes(batch, self.data)
+        modelled = codes != Split.HOLDOUT
+        batch = batch.filter(pa.array(modelled))
+        transform = self.transform
+        if batch.num_rows == 0:
+            out = {"x": np.zeros((0, transform.output_dim), np.float32), "split": codes[modelled]}
+            if transform.conditional:
+                out["c"] = np.zeros((0, len(transform.label_classes)), np.float32)
+            return out
+        out = {"x": transform.transform(batch), "split": codes[modelled]}
+        if transform.conditional:
+            out["c"] = transform.condition(transform.label_codes(batch))
         return out
 
 

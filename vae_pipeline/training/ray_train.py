@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import ray.data
@@ -98,7 +99,7 @@ def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineCo
     if source.count_rows() * transform.output_dim * 4 < _MATERIALIZE_BYTES:
         encoded = encoded.materialize()
     return {
-        name: encoded.map_batches(select_split, fn_kwargs={"split": split}, batch_format="numpy")
+        name: encoded.map_batches(select_split, fn_kwargs={"split": split}, batch_format="numpy")  # type: ignore[arg-type]
         for name, split in (("train", Split.TRAIN), ("validation", Split.VALIDATION))
     }
 
@@ -106,7 +107,7 @@ def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineCo
 def _fit(
     config: PipelineConfig,
     model_config: MLPVAEConfig,
-    datasets: dict[str, ray.data.Dataset],
+    datasets: dict[str, Any],
     run_key: str,
     run_name: str,
 ) -> ray.train.Result:
@@ -224,7 +225,7 @@ def _batches(shard: Any, training: TrainingConfig, epoch: int, *, shuffle: bool)
         yield batch["x"], batch.get("c")
 
 
-def _epoch_record(epoch: int, train: dict[str, Any], val: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _epoch_record(epoch: int, train: Mapping[str, Any], val: Mapping[str, Any], seconds: float) -> dict[str, Any]:
     record: dict[str, Any] = {"epoch": epoch + 1, "seconds": round(seconds, 4)}
     for prefix, values in (("train", train), ("val", val)):
         for name, value in _all_reduce_mean(values).items():
@@ -232,7 +233,7 @@ def _epoch_record(epoch: int, train: dict[str, Any], val: dict[str, Any], second
     return record
 
 
-def _all_reduce_mean(values: dict[str, Any]) -> dict[str, Any]:
+def _all_reduce_mean(values: Mapping[str, Any]) -> dict[str, Any]:
     """Average scalar and list metrics over workers; equal data shards make the plain mean the right one."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return {k: (list(map(float, v)) if isinstance(v, list | tuple) else float(v)) for k, v in values.items()}
