@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from typing import Annotated, Any
 
 import click
@@ -98,8 +99,9 @@ def run(
     preflight(pipeline)
     from flows.augment import augment  # Prefect is imported only when the flow runs
 
+    started = time.perf_counter()
     manifest = augment(config=pipeline.to_json())
-    print_manifest(manifest)
+    print_manifest(manifest, time.perf_counter() - started)
 
 
 @app.command()
@@ -169,9 +171,10 @@ def generate(
         overwrite=overwrite,
     )
     model_url = pipeline.model_url
+    started = time.perf_counter()
     with _shard_progress(pipeline.generation.rows, pipeline.generation.rows_per_shard) as on_shard:
         url = run_generation(pipeline, model_url=model_url, statistics_url=statistics, on_shard=on_shard)
-    print_manifest(url)
+    print_manifest(url, time.perf_counter() - started)
 
 
 @app.command()
@@ -224,12 +227,13 @@ def preflight(pipeline: PipelineConfig, *, check_output: bool = True) -> None:
         check_output_free(pipeline.generation.output_url, pipeline.generation.overwrite, pipeline.to_json())
 
 
-def print_manifest(manifest_url: str) -> None:
+def print_manifest(manifest_url: str, seconds: float) -> None:
     from vae_pipeline.generation.manifest import read_manifest
 
     output_url = manifest_url.rsplit("/", 1)[0]
     manifest = read_manifest(output_url)
     assert manifest is not None
+    console.print(f"finished in {seconds:.1f}s ({manifest.rows / seconds:,.0f} rows/s end to end)")
     console.print(
         f"synthetic dataset: [bold]{output_url}[/bold] ({manifest.rows:,} rows in "
         f"{len(manifest.shards)} shards, manifest {manifest_url})"

@@ -27,7 +27,7 @@ from vae_pipeline import storage
 from vae_pipeline.bundle import ModelBundle, save_bundle
 from vae_pipeline.config import PipelineConfig, TrainingConfig
 from vae_pipeline.data import open_source
-from vae_pipeline.errors import VaePipelineError
+from vae_pipeline.errors import ConfigError, VaePipelineError
 from vae_pipeline.models.mlp_vae import MLPVAE, MLPVAEConfig, build_model
 from vae_pipeline.runtime import ensure_ray, read_dataset, require_gpus, user_error_in
 from vae_pipeline.split import Split
@@ -47,6 +47,11 @@ def run_training(config: PipelineConfig) -> str:
 
     Everything that can fail on the user's input (the data, the transform fit) runs before Ray starts.
     """
+    if storage.protocol_of(config.model_url) == "memory":
+        raise ConfigError(
+            "model_url memory://... lives in one process, but Ray Train workers must reach its checkpoints; "
+            "use a local path or shared storage (s3://, gs://, ...)"
+        )
     source = open_source(config.data)
     started = time.perf_counter()
     transform = fit_table_transform(source, config)

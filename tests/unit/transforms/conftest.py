@@ -5,17 +5,19 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
-import palmerpenguins
+import pandas as pd
 import pyarrow as pa
 import pytest
 
+from tests.conftest import REPO
 from vae_pipeline.config import DataConfig
 
 
 @pytest.fixture(scope="session")
 def penguins() -> pa.Table:
     """344 rows: 3 strings (with nulls in 'sex'), 4 floats with nulls, 'year' an int with 3 values."""
-    return pa.Table.from_pandas(palmerpenguins.load_penguins(), preserve_index=False)
+    # The shipped CSV, read as the palmerpenguins package reads it (pandas: float columns with NaN for missing).
+    return pa.Table.from_pandas(pd.read_csv(REPO / "data" / "penguins.csv"), preserve_index=False)
 
 
 @pytest.fixture()
