@@ -1,1 +1,7 @@
 """Prefect flows: small retried tasks put in order. The logic lives in `vae_pipeline`."""
+
+import os
+
+# A first run on a fresh machine creates and migrates the ephemeral API's database, which on a busy small machine
+# takes longer than Prefect's 20 s default wait for the server.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
