@@ -1,4 +1,4 @@
-"""The augmentation flow: train -> aggregate-posterior statistics -> sharded generation.
+"""The augmentation flow: train -> aggregate-posterior statistics -> evaluation of every sampler -> generation.
 
 Runs on Prefect's ephemeral API by default; set PREFECT_API_URL to run against a Prefect server. Each step is a
 task that retries transient failures (a lost Ray worker, a flaky object store) but not the user's own mistakes
@@ -10,12 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task
 
+from vae_pipeline import storage
 from vae_pipeline.config import PipelineConfig, load_config, parse_config
 from vae_pipeline.errors import VaePipelineError
+from vae_pipeline.evaluation.job import run_evaluation
+from vae_pipeline.evaluation.store import MARKDOWN_FILE, default_evaluation_url
 from vae_pipeline.generation.job import run_generation
 from vae_pipeline.generation.writer import ShardRecord
 from vae_pipeline.posterior.job import run_statistics
@@ -51,6 +55,15 @@ def statistics_task(config: dict[str, Any], model_url: str) -> str:
     return run_statistics(parse_config(config), model_url=model_url)
 
 
+@task(name="evaluate", **_TASK_OPTIONS)
+def evaluate_task(config: dict[str, Any], model_url: str, statistics_url: str) -> str:
+    """Score every sampler and publish the report's Markdown as a flow artifact."""
+    report_url = run_evaluation(parse_config(config), model_url=model_url, statistics_url=statistics_url)
+    markdown = storage.read_bytes(storage.join_url(default_evaluation_url(model_url), MARKDOWN_FILE)).decode()
+    create_markdown_artifact(markdown=markdown, key="sampler-evaluation", description="Which sampler? (vae-pipeline)")
+    return report_url
+
+
 @task(name="generate", **_TASK_OPTIONS)
 def generate_task(config: dict[str, Any], model_url: str, statistics_url: str) -> str:
     logger = get_run_logger()
@@ -76,6 +89,7 @@ def augment(config: dict[str, Any] | None = None, config_url: str | None = None)
     as_json = pipeline.to_json()
     model_url = train_task(as_json)
     statistics_url = statistics_task(as_json, model_url)
+    evaluate_task(as_json, model_url, statistics_url)
     manifest_url = generate_task(as_json, model_url, statistics_url)
     get_run_logger().info("synthetic dataset committed: %s", manifest_url)
     return manifest_url

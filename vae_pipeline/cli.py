@@ -39,6 +39,9 @@ LabelOpt = Annotated[str | None, typer.Option("--label", help="label column (per
 WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="Ray workers for every step")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace another run at the output")]
 StatsOpt = Annotated[str | None, typer.Option("--statistics", help="statistics URL (default <model>/statistics)")]
+GuardOpt = Annotated[
+    bool, typer.Option("--no-privacy-guard", help="generate even if rows sit too close to training rows")
+]
 
 
 def build_config(config_url: str | None = None, **flags: Any) -> PipelineConfig:
@@ -55,6 +58,7 @@ def apply_flags(base: PipelineConfig, **flags: Any) -> PipelineConfig:
         "generation.output_url": flags.get("output"),
         "generation.rows": flags.get("rows"),
         "generation.overwrite": True if flags.get("overwrite") else None,
+        "generation.privacy_guard": False if flags.get("no_privacy_guard") else None,
         "training.epochs": flags.get("epochs"),
         "sampler.name": flags.get("sampler"),
         "sampler.temperature": flags.get("temperature"),
@@ -80,8 +84,9 @@ def run(
     label: LabelOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
+    no_privacy_guard: GuardOpt = False,
 ) -> None:
-    """Run the whole flow (train -> stats -> generate) under Prefect."""
+    """Run the whole flow (train -> stats -> evaluate -> generate) under Prefect."""
     pipeline = build_config(
         config,
         input=input,
@@ -95,6 +100,7 @@ def run(
         label=label,
         workers=workers,
         overwrite=overwrite,
+        no_privacy_guard=no_privacy_guard,
     )
     preflight(pipeline)
     from flows.augment import augment  # Prefect is imported only when the flow runs
@@ -152,9 +158,11 @@ def generate(
     config: ConfigOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
+    no_privacy_guard: GuardOpt = False,
 ) -> None:
     """Generate synthetic rows from an existing bundle into Parquet shards plus _manifest.json."""
     from vae_pipeline.bundle import load_bundle
+    from vae_pipeline.evaluation.store import read_report
     from vae_pipeline.generation.job import run_generation
 
     # Without --config, start from the config the bundle was trained with.
@@ -169,12 +177,43 @@ def generate(
         temperature=temperature,
         workers=workers,
         overwrite=overwrite,
+        no_privacy_guard=no_privacy_guard,
     )
     model_url = pipeline.model_url
     started = time.perf_counter()
+    if pipeline.sampler.name == "auto" and read_report(model_url) is None:
+        console.print("sampler 'auto': evaluating every sampler on this model first")
+        _evaluate(pipeline, model_url, statistics)
     with _shard_progress(pipeline.generation.rows, pipeline.generation.rows_per_shard) as on_shard:
         url = run_generation(pipeline, model_url=model_url, statistics_url=statistics, on_shard=on_shard)
     print_manifest(url, time.perf_counter() - started)
+
+
+@app.command()
+def evaluate(
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    input: Annotated[str | None, typer.Option("--input", "-i", help="score against this table's holdout")] = None,
+    rows: Annotated[int | None, typer.Option("--rows", "-n", help="synthetic rows per sampler")] = None,
+    seed: SeedOpt = None,
+    statistics: StatsOpt = None,
+) -> None:
+    """Score every sampler on held-out real rows; writes report.json, report.md and plots beside the bundle."""
+    from vae_pipeline.bundle import load_bundle
+
+    base = load_config(config) if config else load_bundle(model or PipelineConfig().model_url).config
+    pipeline = base.with_overrides({"model_url": model, "evaluation.rows": rows, "evaluation.seed": seed})
+    report_url = _evaluate(pipeline, pipeline.model_url, statistics, input)
+    console.print(f"evaluation report: [bold]{report_url.rsplit('/', 1)[0]}/report.md[/bold]")
+
+
+def _evaluate(pipeline: PipelineConfig, model_url: str, statistics: str | None, input_url: str | None = None) -> str:
+    from vae_pipeline.evaluation.job import run_evaluation
+    from vae_pipeline.evaluation.report import verdict
+
+    report_url = run_evaluation(pipeline, model_url=model_url, statistics_url=statistics, input_url=input_url)
+    console.print(verdict(storage.read_json(report_url)))
+    return report_url
 
 
 @app.command()

@@ -15,7 +15,7 @@ from vae_pipeline import storage
 from vae_pipeline.errors import ConfigError
 
 ColumnKind = Literal["continuous", "categorical"]
-SamplerName = Literal["prior", "gaussian", "gmm", "empirical", "conditional"]
+SamplerName = Literal["auto", "prior", "gaussian", "gmm", "empirical", "conditional"]
 
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "connection_string")
 # Values of secret-looking options that name a mode rather than hold a secret (gcsfs: token="anon").
@@ -84,7 +84,9 @@ class TrainingConfig(_Frozen):
     batch_size: int = Field(500, ge=2)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
-    beta: float = Field(1.0, ge=0, description="weight of the KL term")
+    # 0.5 = reconstruction weighted twice the KL, as TVAE's loss_factor=2: with beta=1 the decoder learns to ignore
+    # most latent dimensions on small tables and the columns come out nearly independent.
+    beta: float = Field(0.5, ge=0, description="weight of the KL term")
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     seed: int = 0
@@ -102,12 +104,30 @@ class StatisticsConfig(_Frozen):
 
 
 class SamplerConfig(_Frozen):
-    name: SamplerName = "gaussian"
+    name: SamplerName = Field("auto", description="auto: the evaluation's best sampler that passes the privacy guard")
     temperature: float = Field(1.0, gt=0)
     diagonal: bool = Field(False, description="gaussian sampler: drop the off-diagonal covariance")
     classes: dict[str, float] | None = Field(
         None, description="conditional sampler: label value -> share of rows; default the training shares"
     )
+
+
+class EvaluationConfig(_Frozen):
+    """Which sampler? Scores every sampler against real rows the model never trained on."""
+
+    rows: int = Field(2_000, ge=20, description="synthetic rows per sampler, and the most real rows scored")
+    temperatures: list[float] = Field(default_factory=lambda: [0.8], description="extra temperatures tried")
+    min_holdout_rows: int = Field(30, ge=10, description="fewer holdout rows than this cannot be scored")
+    privacy_margin: float = Field(0.1, ge=0, lt=1, description="refuse if DCR ratio < 1 - margin")
+    max_copy_excess: float = Field(0.01, ge=0, le=1, description="refuse if exact copies exceed the holdout's by more")
+    seed: int = 0
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive_temperatures(cls, value: list[float]) -> list[float]:
+        if any(t <= 0 for t in value):
+            raise ValueError("temperatures must be positive, e.g. [0.8]")
+        return value
 
 
 class GenerationConfig(_Frozen):
@@ -118,6 +138,7 @@ class GenerationConfig(_Frozen):
     num_workers: int = Field(2, ge=1)
     batch_rows: int = Field(4_096, ge=1, description="rows decoded per forward pass")
     overwrite: bool = False
+    privacy_guard: bool = Field(True, description="refuse samplers whose rows sit closer to training rows than real")
 
 
 class RayConfig(_Frozen):
@@ -135,6 +156,7 @@ class PipelineConfig(_Frozen):
     training: TrainingConfig = TrainingConfig()
     statistics: StatisticsConfig = StatisticsConfig()
     sampler: SamplerConfig = SamplerConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     generation: GenerationConfig = GenerationConfig()
     ray: RayConfig = RayConfig()
 

@@ -42,3 +42,9 @@ class ArtifactMismatchError(VaePipelineError):
     """Two artifacts do not belong together (statistics computed for another model bundle)."""
 
     exit_code = 5
+
+
+class PrivacyError(VaePipelineError):
+    """A sampler's rows sit too close to training rows; refused unless the user opts out of the guard."""
+
+    exit_code = 6

@@ -18,10 +18,12 @@ def tiny_config(root: Path, **sections: Any) -> PipelineConfig:
     """A config that trains in seconds on the penguins table."""
     base = {
         "model_url": str(root / "model"),
-        "data": {"input_url": PENGUINS, "label_column": "species"},
+        "data": {"input_url": PENGUINS, "label_column": "species", "holdout_fraction": 0.2},
         "model": {"latent_dim": 4, "hidden_dims": [32, 32]},
-        "training": {"epochs": 3, "batch_size": 64, "learning_rate": 0.005},
+        "training": {"epochs": 40, "batch_size": 64, "learning_rate": 0.005, "beta": 0.5},
         "statistics": {"reservoir_size": 200, "gmm_max_components": 3, "hole_draws": 500},
+        "sampler": {"name": "gaussian"},
+        "evaluation": {"rows": 300, "temperatures": [0.8], "min_holdout_rows": 20},
         "generation": {"rows": 3000, "rows_per_shard": 1000, "output_url": str(root / "synthetic"), "seed": 5},
         "ray": {"num_cpus": 2},
     }

@@ -180,11 +180,14 @@ def test_run_generate_and_inspect_from_the_command_line(tmp_path: Path) -> None:
         "--seed",
         "4",
         "--sampler",
-        "empirical",
+        "gaussian",
+        "--temperature",
+        "0.8",
     )
     assert again.returncode == 0, again.stderr[-3000:]
     more = read_manifest(str(tmp_path / "more"))
-    assert more is not None and (more.rows, more.seed, more.sampler["name"]) == (1500, 4, "empirical")
+    assert more is not None and (more.rows, more.seed, more.sampler["name"]) == (1500, 4, "gaussian")
+    assert more.extra["evaluation"]["scores"]["name"] == "gaussian@T=0.8"  # the flow evaluated it
     assert sorted(p.name for p in (tmp_path / "more").iterdir()) == ["_manifest.json", "part-00000.parquet"]
 
     shown = vae_pipeline("inspect", str(model), "--json")

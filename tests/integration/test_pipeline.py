@@ -82,7 +82,12 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(trained: Train
 @pytest.mark.parametrize("sampler", ["prior", "gaussian", "gmm", "empirical", "conditional"])
 def test_every_sampler_generates(trained: TrainedModel, tmp_path: Path, sampler: str) -> None:
     config = trained.config.with_overrides(
-        {"sampler.name": sampler, "generation.output_url": str(tmp_path / sampler), "generation.rows": 500}
+        {
+            "sampler.name": sampler,
+            "generation.output_url": str(tmp_path / sampler),
+            "generation.rows": 500,
+            "generation.privacy_guard": False,  # empirical needs an evaluation otherwise; see the guard tests
+        }
     )
     run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
     assert read_output(tmp_path / sampler).num_rows == 500
@@ -147,3 +152,18 @@ def test_training_resumes_from_the_last_checkpoint(ray_instance: None, tmp_path:
     three_epochs = load_bundle(first.model_url).metrics
     assert [m["epoch"] for m in three_epochs] == [1, 2, 3]
     assert three_epochs[:2] == two_epochs  # epochs 1-2 were restored, not retrained
+
+
+def test_auto_and_an_unvetted_empirical_sampler_need_an_evaluation(trained: TrainedModel, tmp_path: Path) -> None:
+    from vae_pipeline.errors import ConfigError, PrivacyError
+
+    bundle = load_bundle(trained.model_url)  # the same model at a URL that holds no evaluation
+    unevaluated = str(tmp_path / "unevaluated")
+    save_bundle(unevaluated, bundle.model, bundle.model_config, bundle.transform, bundle.config, bundle.metrics)
+    cases = (("auto", ConfigError, "vae-pipeline evaluate"), ("empirical", PrivacyError, "no-privacy-guard"))
+    for sampler, error, message in cases:
+        output = tmp_path / sampler
+        config = trained.config.with_overrides({"sampler.name": sampler, "generation.output_url": str(output)})
+        with pytest.raises(error, match=message):
+            run_generation(config, model_url=unevaluated, statistics_url=trained.statistics_url)
+        assert not output.exists()

@@ -36,7 +36,7 @@ def test_defaults() -> None:
     assert config.data.label_column is None
     assert config.model == ModelConfig(latent_dim=16, hidden_dims=[256, 256], conditional=False)
     assert (config.training.epochs, config.training.batch_size, config.training.seed) == (30, 500, 0)
-    assert config.sampler.name == "gaussian" and config.sampler.classes is None
+    assert config.sampler.name == "auto" and config.sampler.classes is None
     assert (config.generation.rows, config.generation.rows_per_shard, config.generation.overwrite) == (
         10_000,
         50_000,
@@ -54,7 +54,7 @@ def test_demo_yaml_loads() -> None:
     assert config.data.label_column == "species"
     assert config.model.latent_dim == 8
     assert config.model.hidden_dims == [128, 128]
-    assert config.training.epochs == 60
+    assert config.training.epochs == 100
     assert config.generation.rows == 100_000
     assert config.generation.rows_per_shard == 25_000
     assert config.training.weight_decay == TrainingConfig().weight_decay  # unspecified keys keep their default
@@ -153,7 +153,7 @@ def test_with_overrides_dotted_keys_and_none_ignored() -> None:
     assert changed.training.epochs == 5
     assert changed.generation.output_url == "memory://x"
     assert changed.model_url == "m"
-    assert changed.sampler.name == "gaussian"
+    assert changed.sampler.name == "auto"
     assert base.training.epochs == 30  # the original is untouched
     assert changed.with_overrides({}) == changed
 

@@ -17,7 +17,8 @@ from ray.util.actor_pool import ActorPool
 from vae_pipeline import storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
 from vae_pipeline.config import PipelineConfig, SamplerConfig
-from vae_pipeline.errors import ArtifactMismatchError, OutputExistsError
+from vae_pipeline.errors import ArtifactMismatchError, ConfigError, OutputExistsError, PrivacyError
+from vae_pipeline.evaluation.store import default_evaluation_url, find_entry, read_report
 from vae_pipeline.generation.manifest import (
     Manifest,
     generation_run_id,
@@ -49,8 +50,9 @@ def run_generation(
     model_url = model_url or config.model_url
     statistics_url = statistics_url or default_statistics_url(model_url)
     bundle, posterior = load_artifacts(model_url, statistics_url)
-    build_sampler(config.sampler).fit(posterior)  # fail fast on a sampler that cannot serve this model
-    sampler = sampler_json(config.sampler)
+    chosen, evaluation = resolve_sampler(config, model_url, bundle.fingerprint)
+    build_sampler(chosen).fit(posterior)  # fail fast on a sampler that cannot serve this model
+    sampler = sampler_json(chosen)
     run_id = generation_run_id(
         bundle_fingerprint=bundle.fingerprint,
         statistics_digest=statistics_digest(statistics_url),
@@ -67,7 +69,7 @@ def run_generation(
     _claim_output(output_url, settings.overwrite)
     plan = plan_shards(settings.rows, settings.rows_per_shard, settings.seed)
     ensure_ray(config.ray)
-    records = _write_shards(plan, config, model_url, statistics_url, on_shard)
+    records = _write_shards(plan, config, chosen, model_url, statistics_url, on_shard)
     _remove_stale_shards(output_url, {spec.name for spec in plan})
     manifest = Manifest(
         run_id=run_id,
@@ -81,10 +83,53 @@ def run_generation(
         seed=settings.seed,
         rows_per_shard=settings.rows_per_shard,
         config=config.to_json(),
+        extra={"sampler_requested": config.sampler.name, "evaluation": evaluation},
     )
     url = write_manifest(output_url, manifest)
     logger.info("wrote %d rows in %d shards to %s", manifest.rows, len(records), output_url)
     return url
+
+
+def resolve_sampler(
+    config: PipelineConfig, model_url: str, fingerprint: str
+) -> tuple[SamplerConfig, dict[str, Any] | None]:
+    """The sampler to generate with, and what the model's evaluation said of it.
+
+    `auto` takes the evaluation's choice. The privacy guard refuses a sampler the evaluation found too close to
+    the training rows, and `empirical` (it replays the posteriors of stored training rows) when no evaluation of
+    this model vouches for it.
+    """
+    report = read_report(model_url)
+    if report is not None and report["model_fingerprint"] != fingerprint:
+        logger.warning("ignoring the evaluation at %s: it was made for another model", model_url)
+        report = None
+    sampler = config.sampler
+    if sampler.name == "auto":
+        if report is None:
+            raise ConfigError(
+                "sampler 'auto' needs this model's evaluation; run `vae-pipeline evaluate` first "
+                "(the `run` flow does) or pick one with --sampler"
+            )
+        if report["choice"] is None:
+            raise PrivacyError(
+                "no sampler passed the privacy guard in this model's evaluation; see its report.md, "
+                "then pick one with --sampler and --no-privacy-guard if you accept the risk"
+            )
+        sampler = SamplerConfig.model_validate(report["choice"]["sampler"])
+    entry = find_entry(report, sampler) if report is not None else None
+    evaluation = None if entry is None else {"report_url": default_evaluation_url(model_url), "scores": entry}
+    if config.generation.privacy_guard:
+        if entry is not None and not entry["privacy_ok"]:
+            raise PrivacyError(
+                f"sampler '{entry['name']}' fails the privacy guard: {entry['privacy_reason']}; "
+                "pass --no-privacy-guard to generate anyway"
+            )
+        if entry is None and sampler.name == "empirical":
+            raise PrivacyError(
+                "sampler 'empirical' replays training rows' posteriors and no evaluation of this "
+                "model vouches for its privacy; run `vae-pipeline evaluate` or pass --no-privacy-guard"
+            )
+    return sampler, evaluation
 
 
 def load_artifacts(model_url: str, statistics_url: str) -> tuple[ModelBundle, AggregatePosterior]:
@@ -146,13 +191,14 @@ def _claim_output(output_url: str, overwrite: bool) -> None:
 def _write_shards(
     plan: list[ShardSpec],
     config: PipelineConfig,
+    chosen: SamplerConfig,
     model_url: str,
     statistics_url: str,
     on_shard: ShardCallback | None,
 ) -> list[ShardRecord]:
     settings = config.generation
     workers = min(settings.num_workers, len(plan))
-    sampler = sampler_json(config.sampler)
+    sampler = sampler_json(chosen)
     remote_actor: Any = GenerationActor  # ray.remote's class has .remote, which type checkers cannot see
     actors = [remote_actor.remote(model_url, statistics_url, sampler, settings.batch_rows) for _ in range(workers)]
     pool = ActorPool(actors)

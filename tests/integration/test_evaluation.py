@@ -1,0 +1,174 @@
+"""Which sampler? The evaluation on a trained model, `auto`, the privacy guard and the evaluation's bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pa_ds
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import PENGUINS
+from tests.integration.conftest import TrainedModel
+from vae_pipeline import storage
+from vae_pipeline.bundle import load_bundle
+from vae_pipeline.data import open_source
+from vae_pipeline.errors import DataError, PrivacyError
+from vae_pipeline.evaluation import metrics
+from vae_pipeline.evaluation.job import run_evaluation
+from vae_pipeline.evaluation.sampling import sample_real_rows
+from vae_pipeline.evaluation.store import default_evaluation_url, read_report
+from vae_pipeline.generation.job import run_generation
+from vae_pipeline.generation.manifest import read_manifest
+
+pytestmark = pytest.mark.slow
+
+SAMPLER_KEYS = {
+    "name",
+    "sampler",
+    "quality",
+    "detection_auc",
+    "utility",
+    "privacy",
+    "composite",
+    "privacy_ok",
+    "privacy_reason",
+}
+
+
+@pytest.fixture(scope="module")
+def report(trained: TrainedModel) -> dict:
+    run_evaluation(trained.config, model_url=trained.model_url, statistics_url=trained.statistics_url)
+    found = read_report(trained.model_url)
+    assert found is not None
+    return found
+
+
+def test_the_report_scores_every_sampler_with_stable_keys(report: dict, trained: TrainedModel) -> None:
+    assert set(report) >= {
+        "format",
+        "model_fingerprint",
+        "seed",
+        "label_column",
+        "rows",
+        "latent",
+        "reference",
+        "samplers",
+        "choice",
+    }
+    names = {entry["name"] for entry in report["samplers"]}
+    assert names == {
+        "prior",
+        "gaussian",
+        "gaussian-diagonal",
+        "gmm",
+        "empirical",
+        "conditional",
+        "prior@T=0.8",
+        "gaussian@T=0.8",
+        "gmm@T=0.8",
+    }
+    for entry in report["samplers"]:
+        assert set(entry) == SAMPLER_KEYS
+        assert 0 <= entry["quality"]["score"] <= 1
+        assert 0 <= entry["detection_auc"] <= 1
+        assert set(entry["utility"]) >= {"macro_f1", "accuracy"}
+        assert set(entry["privacy"]) >= {"dcr_ratio", "exact_copy_share"}
+    composites = [entry["composite"] for entry in report["samplers"]]
+    assert composites == sorted(composites, reverse=True)
+    assert set(report["latent"]) >= {"active_units", "kl_to_prior_estimate", "hole_fraction", "kl_per_dim"}
+    assert report["label_column"] == "species"
+    assert report["rows"]["synthetic_per_sampler"] == 300
+    evaluation_url = default_evaluation_url(trained.model_url)
+    markdown = storage.read_bytes(storage.join_url(evaluation_url, "report.md")).decode()
+    assert report["choice"]["name"] in markdown.split("## Ranking")[0]  # the verdict names the choice first
+    for plot in ("marginals", "latent", "scores"):
+        assert storage.read_bytes(storage.join_url(evaluation_url, f"plots/{plot}.png")).startswith(b"\x89PNG")
+
+
+def test_obviously_bad_synthetic_rows_score_worse_than_the_model(
+    report: dict, trained: TrainedModel, tmp_path: Path
+) -> None:
+    bundle = load_bundle(trained.model_url)
+    real = sample_real_rows(open_source(bundle.config.data), bundle.config.data, rows=1000, seed=0)
+    holdout, train = real.holdout.to_pandas(), real.train.to_pandas()
+    kinds = bundle.transform.column_kinds()
+    config = trained.config.with_overrides({"sampler.name": "auto", "generation.output_url": str(tmp_path / "good")})
+    run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
+    good = pa_ds.dataset(str(tmp_path / "good"), format="parquet").to_table().to_pandas()
+    constant = train.copy()
+    for column in constant:
+        constant[column] = constant[column].iloc[0]
+    # Shuffling keeps every marginal and destroys every relation between columns.
+    rng = np.random.default_rng(0)
+    shuffled = train.copy()
+    for column in shuffled:  # each column its own permutation
+        shuffled[column] = shuffled[column].to_numpy()[rng.permutation(len(shuffled))]
+    scores = {
+        name: (metrics.quality_score(holdout, frame, kinds), metrics.detection_auc(holdout, frame, kinds, seed=0))
+        for name, frame in (("good", good), ("constant", constant), ("shuffled", shuffled))
+    }
+    assert scores["constant"][0]["score"] < scores["good"][0]["score"] - 0.2
+    assert scores["constant"][1] > scores["good"][1]
+    assert scores["shuffled"][0]["column_pair_trends"] < scores["good"][0]["column_pair_trends"]
+    assert scores["shuffled"][1] > scores["good"][1]
+
+
+def test_auto_generates_with_the_choice_and_records_it(report: dict, trained: TrainedModel, tmp_path: Path) -> None:
+    config = trained.config.with_overrides({"sampler.name": "auto", "generation.output_url": str(tmp_path / "out")})
+    run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
+    manifest = read_manifest(str(tmp_path / "out"))
+    assert manifest is not None
+    assert manifest.sampler == report["choice"]["sampler"]
+    assert manifest.extra["sampler_requested"] == "auto"
+    assert manifest.extra["evaluation"]["scores"]["name"] == report["choice"]["name"]
+
+
+def test_the_privacy_guard_refuses_a_sampler_the_evaluation_flagged(
+    report: dict, trained: TrainedModel, tmp_path: Path
+) -> None:
+    url = storage.join_url(default_evaluation_url(trained.model_url), "report.json")
+    original = storage.read_bytes(url)
+    flagged = {
+        **report,
+        "samplers": [
+            {**entry, "privacy_ok": False, "privacy_reason": "synthetic rows sit closer to training rows"}
+            if entry["name"] == "gmm"
+            else entry
+            for entry in report["samplers"]
+        ],
+    }
+    storage.write_json(url, flagged)
+    try:
+        config = trained.config.with_overrides({"sampler.name": "gmm", "generation.output_url": str(tmp_path / "a")})
+        with pytest.raises(PrivacyError, match="privacy guard"):
+            run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
+        assert not (tmp_path / "a").exists()
+        allowed = config.with_overrides({"generation.privacy_guard": False})
+        run_generation(allowed, model_url=trained.model_url, statistics_url=trained.statistics_url)
+        assert read_manifest(str(tmp_path / "a")) is not None
+    finally:
+        storage.atomic_write(url, original)
+
+
+def test_evaluation_on_a_table_with_another_schema_is_refused(trained: TrainedModel, tmp_path: Path) -> None:
+    other = pq.read_table(PENGUINS).drop_columns(["year"])
+    pq.write_table(other, tmp_path / "other.parquet")
+    with pytest.raises(DataError, match="does not have the model's columns"):
+        run_evaluation(trained.config, model_url=trained.model_url, input_url=str(tmp_path / "other.parquet"))
+
+
+def test_a_holdout_too_small_says_how_many_rows_are_needed(trained: TrainedModel) -> None:
+    config = trained.config.with_overrides({"evaluation.min_holdout_rows": 5000})
+    with pytest.raises(DataError, match="needs at least 5000"):
+        run_evaluation(config, model_url=trained.model_url)
+
+
+def test_a_single_class_label_cannot_be_scored(trained: TrainedModel, tmp_path: Path) -> None:
+    table = pq.read_table(PENGUINS)
+    single = table.set_column(0, "species", pa.array(["Adelie"] * table.num_rows))
+    pq.write_table(single, tmp_path / "single.parquet")
+    with pytest.raises(DataError, match="single class"):
+        run_evaluation(trained.config, model_url=trained.model_url, input_url=str(tmp_path / "single.parquet"))

@@ -1,0 +1,1 @@
+"""Evaluation: metrics on frames (pure), the report writer and the evaluation job."""
