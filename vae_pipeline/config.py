@@ -91,6 +91,10 @@ class TrainingConfig(_Frozen):
     use_gpu: bool = False
     seed: int = 0
     run_name: str | None = Field(None, description="checkpoints live under <model_url>/checkpoints/<run_name>")
+    keep_best: bool = Field(True, description="the bundle keeps the epoch with the lowest validation loss")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after this many epochs without a better validation loss"
+    )
 
 
 class StatisticsConfig(_Frozen):

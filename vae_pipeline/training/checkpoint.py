@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from vae_pipeline.errors import ConfigError
 
 _MODEL_FILE = "model.safetensors"
+_BEST_FILE = "best.safetensors"  # the weights of the epoch with the lowest validation loss so far
 _OPTIMIZER_FILE = "optimizer.safetensors"
 _STATE_FILE = "state.json"
 
@@ -29,6 +30,18 @@ class TrainingState:
     run_key: str  # hash of the config sections that shape the model; a resume must match it
     metrics: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float | None = None
+    best_epoch: int | None = None
+    best_weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def observe(self, epoch: int, val_loss: float, model: torch.nn.Module) -> None:
+        """Keep the weights of the best epoch so far (lowest finite validation loss)."""
+        if val_loss == val_loss and (self.best_val_loss is None or val_loss < self.best_val_loss):
+            self.best_val_loss, self.best_epoch = float(val_loss), epoch
+            # A copy: on the CPU `.to("cpu")` would alias the live parameters, which keep training.
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "best_weights"}
 
 
 def save_training_state(
@@ -37,7 +50,9 @@ def save_training_state(
     save_file(_cpu(model.state_dict()), os.path.join(directory, _MODEL_FILE))
     tensors, groups = _flatten_optimizer(optimizer.state_dict())
     save_file(tensors, os.path.join(directory, _OPTIMIZER_FILE))
-    payload = {"state": state.__dict__, "param_groups": groups}
+    if state.best_weights is not None:
+        save_file(state.best_weights, os.path.join(directory, _BEST_FILE))
+    payload = {"state": state.to_json(), "param_groups": groups}
     with open(os.path.join(directory, _STATE_FILE), "w") as handle:
         json.dump(payload, handle, sort_keys=True)
 
@@ -57,11 +72,15 @@ def load_training_state(
     model.load_state_dict(load_file(os.path.join(directory, _MODEL_FILE), device=str(device)))
     tensors = load_file(os.path.join(directory, _OPTIMIZER_FILE), device=str(device))
     optimizer.load_state_dict(_unflatten_optimizer(tensors, payload["param_groups"]))
+    if os.path.exists(os.path.join(directory, _BEST_FILE)):
+        state.best_weights = load_file(os.path.join(directory, _BEST_FILE))
     return state
 
 
-def load_model_weights(directory: str) -> dict[str, torch.Tensor]:
-    return load_file(os.path.join(directory, _MODEL_FILE))
+def load_model_weights(directory: str, *, best: bool = False) -> dict[str, torch.Tensor]:
+    """The last epoch's weights, or with `best` those of the lowest validation loss (the last if none)."""
+    best_path = os.path.join(directory, _BEST_FILE)
+    return load_file(best_path if best and os.path.exists(best_path) else os.path.join(directory, _MODEL_FILE))
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -82,7 +82,9 @@ def run_training(config: PipelineConfig) -> str:
 
 def training_run_key(config: PipelineConfig) -> str:
     """What a resumable run must share: data, model and optimisation settings (epochs may grow, workers change)."""
-    training = config.training.model_dump(mode="json", exclude={"epochs", "num_workers", "use_gpu", "run_name"})
+    training = config.training.model_dump(
+        mode="json", exclude={"epochs", "num_workers", "use_gpu", "run_name", "keep_best", "early_stopping_patience"}
+    )
     data = config.data.model_dump(mode="json", exclude={"storage_options"})
     payload = {"data": data, "model": config.model.model_dump(mode="json"), "training": training}
     return hashlib.sha256(storage.canonical_json(payload).encode()).hexdigest()
@@ -154,7 +156,7 @@ def _bundle_from_checkpoint(
         raise VaePipelineError("training finished without a checkpoint; check the worker logs above")
     with result.checkpoint.as_directory() as directory:
         model = build_model(model_config)
-        model.load_state_dict(load_model_weights(directory))
+        model.load_state_dict(load_model_weights(directory, best=config.training.keep_best))
         metrics = _read_metrics(directory)
     return save_bundle(config.model_url, model, model_config, transform, config, metrics)
 
@@ -186,6 +188,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         val_metrics = evaluate(model, _batches(val_shard, training, epoch, shuffle=False), training.beta, device)
         record = _epoch_record(epoch, train_metrics, val_metrics, time.perf_counter() - started)
         state.epoch, state.metrics = epoch + 1, [*state.metrics, record]
+        state.observe(epoch + 1, record["val_loss"], _unwrap(model))
         if context.get_world_rank() == 0:
             logger.warning(
                 "epoch %d/%d  train loss %.4f  val loss %.4f  kl %.3f  (%.1fs)",
@@ -197,6 +200,15 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 record["seconds"],
             )
         _report(model, optimizer, state, record, context.get_world_rank())
+        if _patience_exhausted(state, training):  # every rank sees the same reduced metrics, so all stop together
+            if context.get_world_rank() == 0:
+                logger.warning("early stop: no better validation loss since epoch %s", state.best_epoch)
+            break
+
+
+def _patience_exhausted(state: TrainingState, training: TrainingConfig) -> bool:
+    patience = training.early_stopping_patience
+    return patience is not None and state.best_epoch is not None and state.epoch - state.best_epoch >= patience
 
 
 def _quiet_report_logs() -> None:
