@@ -148,7 +148,8 @@ def test_training_resumes_from_the_last_checkpoint(ray_instance: None, tmp_path:
     first = tiny_config(tmp_path, training={"epochs": 2, "run_name": "resumable"})
     run_training(first)
     two_epochs = load_bundle(first.model_url).metrics
-    run_training(first.with_overrides({"training.epochs": 3}))
+    # The third epoch runs data-parallel on two workers (DDP): the checkpoint does not care how many ran before.
+    run_training(first.with_overrides({"training.epochs": 3, "training.num_workers": 2}))
     three_epochs = load_bundle(first.model_url).metrics
     assert [m["epoch"] for m in three_epochs] == [1, 2, 3]
     assert three_epochs[:2] == two_epochs  # epochs 1-2 were restored, not retrained

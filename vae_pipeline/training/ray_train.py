@@ -93,8 +93,10 @@ def training_run_key(config: PipelineConfig) -> str:
 def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineConfig) -> dict[str, ray.data.Dataset]:
     """Train and validation rows as Ray Datasets of {"x", "c"} arrays, streamed to the workers.
 
-    A table whose encoding fits comfortably in the object store is encoded once and kept there, instead of being
-    re-read and re-encoded every epoch.
+    A table whose encoding fits comfortably in the object store is encoded and split once, up front, and kept
+    there: epochs then only read blocks, and no Ray Data task competes with the training workers for CPUs (with
+    as many workers as CPUs, a per-epoch filter task would never be scheduled). Larger tables stream every epoch,
+    so leave Ray Data some CPUs beside the training workers.
     """
     encoded = read_dataset(source).map_batches(
         EncodeRows,
@@ -103,12 +105,14 @@ def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineCo
         batch_size=config.data.batch_rows,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.training.num_workers),
     )
-    if source.count_rows() * transform.output_dim * 4 < _MATERIALIZE_BYTES:
+    small = source.count_rows() * transform.output_dim * 4 < _MATERIALIZE_BYTES
+    if small:
         encoded = encoded.materialize()
-    return {
+    datasets = {
         name: encoded.map_batches(select_split, fn_kwargs={"split": split}, batch_format="numpy")  # type: ignore[arg-type]
         for name, split in (("train", Split.TRAIN), ("validation", Split.VALIDATION))
     }
+    return {name: dataset.materialize() for name, dataset in datasets.items()} if small else datasets
 
 
 def _fit(
