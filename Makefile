@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint clean bench-install
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(PY) -m flows.demo
+
+# SDV's TVAE: the benchmarks' baseline only (benchmarks/quality.py); `make test` never needs it.
+bench-install: install
+	$(PY) -m pip install --quiet -c constraints.txt "sdv>=1.32,<1.33"
 
 test: install
 	$(PY) -m pytest

@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import sys
@@ -128,7 +129,9 @@ class OursRun:
     epoch_seconds: list[float]
 
 
-def pipeline_config(name: str, table_url: str, rows: int, args: argparse.Namespace, synthetic_rows: int) -> PipelineConfig:
+def pipeline_config(
+    name: str, table_url: str, rows: int, args: argparse.Namespace, synthetic_rows: int
+) -> PipelineConfig:
     label = DATASETS[name].label
     root = args.out / name
     return PipelineConfig.model_validate(
@@ -218,9 +221,7 @@ def run_tvae(
 # ----------------------------------------------------------------------------------------------- scoring
 
 
-def score(
-    synthetic: pd.DataFrame, real: RealRows, kinds: dict[str, str], label: str, seed: int
-) -> dict[str, Any]:
+def score(synthetic: pd.DataFrame, real: RealRows, kinds: dict[str, str], label: str, seed: int) -> dict[str, Any]:
     """The same four metrics the evaluation job uses, against the full holdout; privacy against every modelled row."""
     return {
         "quality": metrics.quality_score(real.holdout, synthetic, kinds),
@@ -261,8 +262,11 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     real = real_rows(probe.data)
     rows = max(1_000, len(real.modelled))
     config = pipeline_config(name, table_url, len(frame), args, synthetic_rows=rows)
-    print(f"\n== {name}: {len(frame)} rows, {len(real.modelled)} modelled ({real.train} train), "
-          f"{len(real.holdout)} holdout; {rows} synthetic rows; {args.epochs} epochs", flush=True)
+    print(
+        f"\n== {name}: {len(frame)} rows, {len(real.modelled)} modelled ({real.train} train), "
+        f"{len(real.holdout)} holdout; {rows} synthetic rows; {args.epochs} epochs",
+        flush=True,
+    )
 
     ours = run_ours(config)
     kinds = load_bundle(ours.model_url).transform.column_kinds()
@@ -277,14 +281,21 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     with threadpool_limits(limits=1):  # small samples: one thread per classifier is fastest on 2 cores
         for system, (synthetic, seconds) in samples.items():
             systems[system] = {**score(synthetic, real, kinds, label, args.seed), "train_seconds": seconds}
+            save_sample(synthetic, args.out / name / "samples", system)
         systems["real-train ceiling"] = {**ceiling(real, kinds, label, args.seed), "train_seconds": None}
     return {
-        "rows": {"table": len(frame), "modelled": len(real.modelled), "train": real.train,
-                 "holdout": len(real.holdout), "synthetic": rows},
+        "rows": {
+            "table": len(frame),
+            "modelled": len(real.modelled),
+            "train": real.train,
+            "holdout": len(real.holdout),
+            "synthetic": rows,
+        },
         "kinds": kinds,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "seed": args.seed,
+        "load_average_1min_at_end": os.getloadavg()[0],  # other work on the machine skews the seconds
         "choice": choice,
         "ours_epoch_seconds": {"mean": float(np.mean(ours.epoch_seconds)), "sum": float(np.sum(ours.epoch_seconds))},
         "tvae_epoch_seconds_mean": tvae_seconds / args.epochs,
@@ -298,6 +309,13 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- output
 
 
+def save_sample(frame: pd.DataFrame, directory: Path, system: str) -> None:
+    """The scored rows, for a look at what a score hides (ours-auto[gmm] -> ours-auto.parquet)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = system.split("[")[0].replace(" ", "-")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), directory / f"{stem}.parquet")
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -305,9 +323,13 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def print_table(name: str, result: dict[str, Any]) -> None:
-    header = f"{'system':<34} {'quality':>8} {'det.AUC':>8} {'util.F1':>8} {'DCR ratio':>10} {'copies':>7} {'train s':>8}"
-    print(f"\n{name}  (holdout {result['rows']['holdout']} rows, {result['rows']['synthetic']} synthetic rows, "
-          f"{result['epochs']} epochs, batch {result['batch_size']})")
+    header = (
+        f"{'system':<34} {'quality':>8} {'det.AUC':>8} {'util.F1':>8} {'DCR ratio':>10} {'copies':>7} {'train s':>8}"
+    )
+    print(
+        f"\n{name}  (holdout {result['rows']['holdout']} rows, {result['rows']['synthetic']} synthetic rows, "
+        f"{result['epochs']} epochs, batch {result['batch_size']})"
+    )
     print(header)
     print("-" * len(header))
     for system, entry in result["systems"].items():
@@ -318,10 +340,12 @@ def print_table(name: str, result: dict[str, Any]) -> None:
             f"{privacy['exact_copy_share']:>7.1%} {_fmt(entry['train_seconds'], 1):>8}"
         )
     latent, epoch = result["latent"], result["ours_epoch_seconds"]
-    print(f"ours: {epoch['mean']:.3f} s/epoch inside Ray Train ({epoch['sum']:.1f} s of epochs), "
-          f"TVAE {result['tvae_epoch_seconds_mean']:.3f} s/epoch; active units {latent['active_units']}/"
-          f"{latent['latent_dim']}, KL(q(z)||p(z)) {_fmt(latent['kl_to_prior_estimate'], 2)}, "
-          f"hole share {_fmt(latent['hole_fraction'], 2)}")
+    print(
+        f"ours: {epoch['mean']:.3f} s/epoch inside Ray Train ({epoch['sum']:.1f} s of epochs), "
+        f"TVAE {result['tvae_epoch_seconds_mean']:.3f} s/epoch; active units {latent['active_units']}/"
+        f"{latent['latent_dim']}, KL(q(z)||p(z)) {_fmt(latent['kl_to_prior_estimate'], 2)}, "
+        f"hole share {_fmt(latent['hole_fraction'], 2)}"
+    )
     met = [k for k, ok in result["targets"].items() if ok]
     missed = [k for k, ok in result["targets"].items() if not ok]
     print(f"targets met: {', '.join(met) or 'none'}; missed: {', '.join(missed) or 'none'}")
@@ -354,19 +378,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    failed = []
+    results, failed = {}, []
     try:
         for name in args.datasets.split(","):
             try:
-                result = run_dataset(name, args)
+                results[name] = run_dataset(name, args)
             except Exception:  # one dataset's failure should not lose the others' numbers
                 traceback.print_exc()
                 failed.append(name)
                 continue
-            print_table(name, result)
-            save_results(args.out, {name: result})
+            save_results(args.out, {name: results[name]})
     finally:
         shutdown_ray()
+    # Printed after Ray is down, so its workers' log lines cannot interleave with the tables.
+    for name, result in results.items():
+        print_table(name, result)
     print(f"\nresults: {args.out / 'results.json'}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

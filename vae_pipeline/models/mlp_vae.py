@@ -175,13 +175,17 @@ class MLPVAE(nn.Module):
     def sample_output(self, raw: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Turn a (B, D) decoder output into a data-space vector the inverse transform accepts.
 
-        Gaussian slots get the mean tanh(raw), one-hot groups a one-hot draw from their softmax, null indicators
-        a draw from their sigmoid. Masked spans are drawn like the others; the inverse transform reads the null
-        slot. Slots outside every span are copied. Deterministic given the generator (on raw's device).
+        Every part is a draw from the likelihood the model was trained with: Gaussian slots N(tanh(raw), sigma²)
+        with the learned per-column sigma (the mean alone would narrow every continuous column to the latent's
+        spread), one-hot groups a one-hot draw from their softmax, null indicators a draw from their sigmoid.
+        Masked spans are drawn like the others; the inverse transform reads the null slot. Slots outside every span
+        are copied. Deterministic given the generator (on raw's device).
         """
         out = raw.clone()  # (B, D)
         g_idx = self.span_index.index("gaussian_idx")
-        out[:, g_idx] = torch.tanh(raw[:, g_idx])
+        mean = torch.tanh(raw[:, g_idx])  # (B, G)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        out[:, g_idx] = (mean + self.log_sigma.exp() * noise).clamp(-1.0, 1.0)
         for idx, _ in self.span_index.softmax_groups():
             out[:, idx] = _one_hot_draw(raw[:, idx], generator)  # (B, K, w)
         b_idx = self.span_index.index("bernoulli_idx")

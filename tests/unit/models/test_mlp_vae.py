@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -70,7 +71,18 @@ def test_sample_output_is_one_hot_and_deterministic() -> None:
         group = first[:, span.start : span.end]
         assert torch.all((group == 0) | (group == 1)) and torch.all(group.sum(dim=1) == 1)
     assert set(first[:, 8].tolist()) <= {0.0, 1.0}
-    torch.testing.assert_close(first[:, 0], torch.tanh(raw[:, 0]))
+    assert torch.all(first[:, 0].abs() <= 1.0)
+
+
+def test_sample_output_draws_continuous_values_around_the_mean_with_the_learned_scale() -> None:
+    model = make_model()
+    with torch.no_grad():
+        model.log_sigma.fill_(math.log(0.05))
+    raw = torch.full((20_000, D), 0.3)
+    out = model.sample_output(raw, torch.Generator().manual_seed(0))
+    mean = math.tanh(0.3)
+    assert abs(out[:, 0].mean().item() - mean) < 0.002
+    assert abs(out[:, 0].std().item() - 0.05) < 0.002
 
 
 def test_sample_output_follows_the_softmax() -> None:
