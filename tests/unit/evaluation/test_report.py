@@ -13,15 +13,8 @@ import pytest
 
 from vae_pipeline import storage
 from vae_pipeline.errors import DataError
-from vae_pipeline.evaluation.report import (
-    MAX_COLUMNS,
-    ReportInputs,
-    marginal_columns,
-    project_latents,
-    render_markdown,
-    verdict,
-    write_report,
-)
+from vae_pipeline.evaluation.plots import MAX_COLUMNS, marginal_columns, project_latents
+from vae_pipeline.evaluation.report import ReportInputs, render_markdown, verdict, write_report
 
 PENGUINS_CSV = Path(__file__).resolve().parents[3] / "data" / "penguins.csv"
 KINDS = {
