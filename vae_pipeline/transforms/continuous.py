@@ -37,7 +37,7 @@ class ContinuousColumn(ColumnTransform):
     """
 
     kind = "continuous"
-    fitted_attributes = ("weights_", "means_", "stds_", "minimum_", "maximum_", "has_nulls_")
+    fitted_attributes = ("weights_", "means_", "stds_", "minimum_", "maximum_", "has_nulls_", "decimals_")
 
     def __init__(self, column: str, arrow_type: pa.DataType, *, max_modes: int = 10) -> None:
         super().__init__(column, arrow_type)
@@ -48,6 +48,7 @@ class ContinuousColumn(ColumnTransform):
         self.minimum_ = 0.0
         self.maximum_ = 0.0
         self.has_nulls_ = False
+        self.decimals_: int | None = None
 
     @property
     def rounds(self) -> bool:
@@ -58,6 +59,7 @@ class ContinuousColumn(ColumnTransform):
         sample = profile.sample()
         self.minimum_, self.maximum_ = profile.minimum, profile.maximum
         self.has_nulls_ = profile.nulls > 0
+        self.decimals_ = None if self.rounds else _decimals(sample)
         weights, means, stds = _fit_modes(sample, self.max_modes, seed)
         self.weights_, self.means_, self.stds_ = weights.tolist(), means.tolist(), stds.tolist()
         logger.debug("column '%s': %d modes from %d sampled values", self.column, len(means), len(sample))
@@ -100,6 +102,8 @@ class ContinuousColumn(ColumnTransform):
         values = np.clip(values, self.minimum_, self.maximum_)
         if self.rounds:
             values = np.rint(values)
+        elif self.decimals_ is not None:
+            values = np.round(values, self.decimals_)
         nulls = block[:, -1] > 0.5 if self.has_nulls_ else np.zeros(len(block), dtype=bool)
         return numeric_to_arrow(values, nulls, self.arrow_type)
 
@@ -113,6 +117,20 @@ class ContinuousColumn(ColumnTransform):
         if null_slot is not None:
             spans.append(Span("bernoulli", null_slot, null_slot + 1, self.column))
         return spans
+
+
+def _decimals(sample: np.ndarray, most: int = 4) -> int | None:
+    """The fewest decimals every sampled value is written with (RDT's learned rounding), None beyond `most`.
+
+    A float column of whole numbers or of one-decimal measurements is decoded with the same precision, so
+    synthetic values do not give themselves away by their digits.
+    """
+    finite = sample[np.isfinite(sample)]
+    for decimals in range(most + 1):
+        scaled = finite * 10**decimals
+        if np.allclose(scaled, np.rint(scaled), rtol=0, atol=1e-6 * max(1.0, float(np.abs(scaled).max(initial=0)))):
+            return decimals
+    return None
 
 
 def _fit_modes(sample: np.ndarray, max_modes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -118,6 +118,7 @@ def test_continuous_alpha_by_hand() -> None:
             "minimum_": 0.0,
             "maximum_": 20.0,
             "has_nulls_": False,
+            "decimals_": None,
         }
     )
     block = column.transform(pa.array([10.0, 14.0, 100.0]))
@@ -198,3 +199,16 @@ def test_column_state_dict_round_trip(array: pa.Array) -> None:
     rebuilt = COLUMN_TRANSFORMS[kind].from_state_dict(json.loads(json.dumps(column.state_dict(), allow_nan=False)))
     np.testing.assert_array_equal(rebuilt.transform(array), column.transform(array))
     assert rebuilt.spans(3) == column.spans(3)
+
+
+@pytest.mark.parametrize(
+    ("values", "decimals"), [([1.0, 2.0, 7.0], 0), ([39.1, 40.25, 18.7], 2), ([0.1234567, 2.0], None)]
+)
+def test_float_columns_decode_with_the_precision_they_were_written_with(
+    values: list[float], decimals: int | None
+) -> None:
+    column = continuous(pa.array(values * 20))
+    assert column.decimals_ == decimals
+    decoded = column.inverse_transform(column.transform(pa.array(values)) + 0.0013).to_numpy()
+    if decimals is not None:
+        np.testing.assert_array_equal(decoded, np.round(decoded, decimals))
