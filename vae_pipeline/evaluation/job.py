@@ -225,11 +225,9 @@ def _generate(
 
 
 def _posterior_draws(posterior: AggregatePosterior, settings: EvaluationConfig) -> np.ndarray:
-    """Draws from q(z): a stored row's posterior each, for the latent-space plot."""
-    rng = np.random.default_rng(settings.seed)
-    rows = rng.integers(0, len(posterior.reservoir_mu), size=min(settings.rows, 2_000))
-    sigma = np.exp(0.5 * posterior.reservoir_logvar[rows])
-    return posterior.reservoir_mu[rows] + sigma * rng.standard_normal(sigma.shape)
+    """Draws from q(z) for the latent-space plot: the empirical sampler is exactly the mixture of stored posteriors."""
+    empirical = build_sampler(SamplerConfig(name="empirical")).fit(posterior)
+    return empirical.sample(min(settings.rows, 2_000), generator=np.random.default_rng(settings.seed)).z
 
 
 def _latent_diagnostics(posterior: AggregatePosterior, config: PipelineConfig) -> dict[str, Any]:

@@ -77,6 +77,12 @@ def load_training_state(
     return state
 
 
+def read_metrics(directory: str) -> list[dict[str, Any]]:
+    """The per-epoch metrics a checkpoint carries (every epoch so far, resumed ones included)."""
+    with open(os.path.join(directory, _STATE_FILE)) as handle:
+        return list(json.load(handle)["state"]["metrics"])
+
+
 def load_model_weights(directory: str, *, best: bool = False) -> dict[str, torch.Tensor]:
     """The last epoch's weights, or with `best` those of the lowest validation loss (the last if none)."""
     best_path = os.path.join(directory, _BEST_FILE)

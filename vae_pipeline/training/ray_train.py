@@ -31,7 +31,13 @@ from vae_pipeline.errors import ConfigError, VaePipelineError
 from vae_pipeline.models.mlp_vae import MLPVAE, MLPVAEConfig, build_model
 from vae_pipeline.runtime import ensure_ray, read_dataset, require_gpus, user_error_in
 from vae_pipeline.split import Split
-from vae_pipeline.training.checkpoint import TrainingState, load_model_weights, load_training_state, save_training_state
+from vae_pipeline.training.checkpoint import (
+    TrainingState,
+    load_model_weights,
+    load_training_state,
+    read_metrics,
+    save_training_state,
+)
 from vae_pipeline.training.loop import evaluate, make_optimizer, train_one_epoch
 from vae_pipeline.training.prepare import EncodeRows, fit_table_transform, select_split
 from vae_pipeline.transforms.table import TableTransform
@@ -161,15 +167,8 @@ def _bundle_from_checkpoint(
     with result.checkpoint.as_directory() as directory:
         model = build_model(model_config)
         model.load_state_dict(load_model_weights(directory, best=config.training.keep_best))
-        metrics = _read_metrics(directory)
+        metrics = read_metrics(directory)
     return save_bundle(config.model_url, model, model_config, transform, config, metrics)
-
-
-def _read_metrics(directory: str) -> list[dict[str, Any]]:
-    import json
-
-    with open(os.path.join(directory, "state.json")) as handle:
-        return list(json.load(handle)["state"]["metrics"])
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
