@@ -66,12 +66,14 @@ def evaluate_task(config: dict[str, Any], model_url: str, statistics_url: str) -
 
 @task(name="generate", **_TASK_OPTIONS)
 def generate_task(config: dict[str, Any], model_url: str, statistics_url: str) -> str:
+    """Generate with resume on, so a retry (or a rerun of the flow) finishes an interrupted run, never restarts it."""
     logger = get_run_logger()
 
     def log_shard(record: ShardRecord) -> None:
-        logger.info("shard %s written: %d rows, %d bytes", record.name, record.rows, record.bytes)
+        logger.info("shard %s done: %d rows, %d bytes", record.name, record.rows, record.bytes)
 
-    return run_generation(parse_config(config), model_url=model_url, statistics_url=statistics_url, on_shard=log_shard)
+    pipeline = parse_config(config).with_overrides({"generation.resume": True})
+    return run_generation(pipeline, model_url=model_url, statistics_url=statistics_url, on_shard=log_shard)
 
 
 @flow(name="vae-augment", log_prints=True)

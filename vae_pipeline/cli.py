@@ -38,6 +38,9 @@ TemperatureOpt = Annotated[float | None, typer.Option("--temperature", help="lat
 LabelOpt = Annotated[str | None, typer.Option("--label", help="label column (per-class statistics, CVAE)")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="Ray workers for every step")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace another run at the output")]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="finish an interrupted run of this config: redo only missing or damaged shards")
+]
 StatsOpt = Annotated[str | None, typer.Option("--statistics", help="statistics URL (default <model>/statistics)")]
 GuardOpt = Annotated[
     bool, typer.Option("--no-privacy-guard", help="generate even if rows sit too close to training rows")
@@ -58,6 +61,7 @@ def apply_flags(base: PipelineConfig, **flags: Any) -> PipelineConfig:
         "generation.output_url": flags.get("output"),
         "generation.rows": flags.get("rows"),
         "generation.overwrite": True if flags.get("overwrite") else None,
+        "generation.resume": True if flags.get("resume") else None,
         "generation.privacy_guard": False if flags.get("no_privacy_guard") else None,
         "training.epochs": flags.get("epochs"),
         "sampler.name": flags.get("sampler"),
@@ -84,6 +88,7 @@ def run(
     label: LabelOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
     no_privacy_guard: GuardOpt = False,
 ) -> None:
     """Run the whole flow (train -> stats -> evaluate -> generate) under Prefect."""
@@ -100,6 +105,7 @@ def run(
         label=label,
         workers=workers,
         overwrite=overwrite,
+        resume=resume,
         no_privacy_guard=no_privacy_guard,
     )
     preflight(pipeline)
@@ -158,6 +164,7 @@ def generate(
     config: ConfigOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
     no_privacy_guard: GuardOpt = False,
 ) -> None:
     """Generate synthetic rows from an existing bundle into Parquet shards plus _manifest.json."""
@@ -177,6 +184,7 @@ def generate(
         temperature=temperature,
         workers=workers,
         overwrite=overwrite,
+        resume=resume,
         no_privacy_guard=no_privacy_guard,
     )
     model_url = pipeline.model_url
@@ -220,9 +228,10 @@ def _evaluate(pipeline: PipelineConfig, model_url: str, statistics: str | None, 
 def inspect(
     url: Annotated[str, typer.Argument(help="a bundle, statistics or dataset URL")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="check every shard's checksum (reads them all)")] = False,
 ) -> None:
-    """Summarise a model bundle, its statistics or a synthetic dataset."""
-    summary = describe(url)
+    """Summarise a model bundle, its statistics or a synthetic dataset (and which of its shards exist)."""
+    summary = describe(url, verify=verify)
     if as_json:
         console.print_json(json.dumps(summary))
         return
@@ -230,15 +239,17 @@ def inspect(
         _print_mapping(title, section)
 
 
-def describe(url: str) -> dict[str, Any]:
+def describe(url: str, verify: bool = False) -> dict[str, Any]:
     """What is stored at `url`, as {section title: summary}."""
     from vae_pipeline.bundle import META_FILE, default_statistics_url, load_bundle
-    from vae_pipeline.generation.manifest import MANIFEST_FILE, read_manifest
+    from vae_pipeline.generation.manifest import read_manifest
+    from vae_pipeline.generation.output import output_status, read_claim
 
-    if storage.exists(storage.join_url(url, MANIFEST_FILE)):
-        manifest = read_manifest(url)
-        assert manifest is not None
-        return {"synthetic dataset": manifest.summary()}
+    manifest = read_manifest(url)
+    if manifest is not None:
+        return {"synthetic dataset": manifest.summary(), "shards": output_status(url, verify=verify)}
+    if read_claim(url) is not None:
+        return {"unfinished generation run": output_status(url, verify=verify)}
     if storage.exists(storage.join_url(url, "posterior.json")):
         return {"aggregate posterior": _posterior_summary(url)}
     if storage.exists(storage.join_url(url, META_FILE)):
@@ -259,11 +270,12 @@ def _posterior_summary(url: str) -> dict[str, Any]:
 def preflight(pipeline: PipelineConfig, *, check_output: bool = True) -> None:
     """Catch bad input before any Ray or Prefect start-up: the data opens and the output is free."""
     from vae_pipeline.data import open_source
-    from vae_pipeline.generation.job import check_output_free
+    from vae_pipeline.generation.output import check_output_free
 
     open_source(pipeline.data)
     if check_output:
-        check_output_free(pipeline.generation.output_url, pipeline.generation.overwrite, pipeline.to_json())
+        settings = pipeline.generation
+        check_output_free(settings.output_url, settings.overwrite, settings.resume, pipeline.to_json())
 
 
 def print_manifest(manifest_url: str, seconds: float) -> None:

@@ -142,6 +142,8 @@ class GenerationConfig(_Frozen):
     num_workers: int = Field(2, ge=1)
     batch_rows: int = Field(4_096, ge=1, description="rows decoded per forward pass")
     overwrite: bool = False
+    resume: bool = Field(False, description="finish an interrupted run: redo only missing or damaged shards")
+    max_shard_retries: int = Field(3, ge=0, description="times a shard is retried after its worker process dies")
     privacy_guard: bool = Field(True, description="refuse samplers whose rows sit closer to training rows than real")
 
 

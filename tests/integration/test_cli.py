@@ -130,12 +130,12 @@ def test_an_output_holding_another_run_is_refused(trained: TrainedModel, tmp_pat
         model_url=trained.model_url,
         statistics_url=trained.statistics_url,
     )
-    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    before = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
     result = vae_pipeline(
         "generate", "--model", trained.model_url, "--output", str(output), "--rows", "10", "--seed", "2"
     )
     assert_one_line_error(result, 4, "already holds another run", "--overwrite")
-    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+    assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.slow
@@ -188,7 +188,8 @@ def test_run_generate_and_inspect_from_the_command_line(tmp_path: Path) -> None:
     more = read_manifest(str(tmp_path / "more"))
     assert more is not None and (more.rows, more.seed, more.sampler["name"]) == (1500, 4, "gaussian")
     assert more.extra["evaluation"]["scores"]["name"] == "gaussian@T=0.8"  # the flow evaluated it
-    assert sorted(p.name for p in (tmp_path / "more").iterdir()) == ["_manifest.json", "part-00000.parquet"]
+    files = sorted(str(p.relative_to(tmp_path / "more")) for p in (tmp_path / "more").rglob("*") if p.is_file())
+    assert files == ["_manifest.json", "_run.json", "_shards/part-00000.json", "part-00000.parquet"]
 
     shown = vae_pipeline("inspect", str(model), "--json")
     assert shown.returncode == 0, shown.stderr
@@ -197,3 +198,4 @@ def test_run_generate_and_inspect_from_the_command_line(tmp_path: Path) -> None:
     assert summary["aggregate posterior"]["classes"] == 3
     dataset = json.loads(vae_pipeline("inspect", str(tmp_path / "more"), "--json").stdout)
     assert dataset["synthetic dataset"]["rows"] == 1500
+    assert dataset["shards"]["state"] == "committed" and dataset["shards"]["shards_missing_or_damaged"] == []

@@ -96,10 +96,10 @@ def test_every_sampler_generates(trained: TrainedModel, tmp_path: Path, sampler:
 def test_an_output_holding_another_run_is_refused_and_kept(trained: TrainedModel, tmp_path: Path) -> None:
     output = tmp_path / "out"
     generate(trained, output, seed=1)
-    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    before = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
     with pytest.raises(OutputExistsError, match="--overwrite"):
         generate(trained, output, seed=2)
-    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+    assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
     generate(trained, output, seed=2, overwrite=True)
     manifest = read_manifest(str(output))
     assert manifest is not None and manifest.seed == 2
@@ -108,9 +108,9 @@ def test_an_output_holding_another_run_is_refused_and_kept(trained: TrainedModel
 def test_the_same_run_is_recognised_and_not_redone(trained: TrainedModel, tmp_path: Path) -> None:
     output = tmp_path / "out"
     generate(trained, output)
-    stamps = {p.name: p.stat().st_mtime_ns for p in output.iterdir()}
+    stamps = {p: p.stat().st_mtime_ns for p in output.rglob("*")}
     generate(trained, output)
-    assert {p.name: p.stat().st_mtime_ns for p in output.iterdir()} == stamps
+    assert {p: p.stat().st_mtime_ns for p in output.rglob("*")} == stamps
 
 
 def test_statistics_of_another_model_are_refused(trained: TrainedModel, tmp_path: Path) -> None:

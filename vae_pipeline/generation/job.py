@@ -1,13 +1,17 @@
-"""Sharded generation on Ray: actors load the bundle and statistics once, then write shard after shard.
+"""Sharded generation on Ray, exactly once: actors load the bundle and statistics once, then write shard after shard.
 
-The driver plans the shards, refuses an output that holds another run (unless overwrite), fans the shards out
-over an actor pool, and writes `_manifest.json` last. If a shard fails, the shards of this run are removed so no
-partial dataset is left behind.
+The driver plans the shards, claims the output (refusing another run's unless overwrite), fans the shards out over
+an actor pool and writes `_manifest.json` last (the protocol is in `output.py`). A worker process that dies is
+restarted and its shard retried; the retried shard has the same seed and so the same bytes. A run that stops
+anyway keeps its finished shards, and `resume` redoes only the missing or damaged ones.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +21,8 @@ from ray.util.actor_pool import ActorPool
 from vae_pipeline import storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
 from vae_pipeline.config import PipelineConfig, SamplerConfig
-from vae_pipeline.errors import ArtifactMismatchError, ConfigError, OutputExistsError, PrivacyError
-from vae_pipeline.evaluation.store import default_evaluation_url, find_entry, read_report
+from vae_pipeline.errors import ArtifactMismatchError
+from vae_pipeline.generation import output
 from vae_pipeline.generation.manifest import (
     Manifest,
     generation_run_id,
@@ -28,6 +32,7 @@ from vae_pipeline.generation.manifest import (
     write_manifest,
 )
 from vae_pipeline.generation.plan import ShardSpec, plan_shards
+from vae_pipeline.generation.sampler_choice import resolve_sampler, sampler_json
 from vae_pipeline.generation.worker import ShardGenerator
 from vae_pipeline.generation.writer import ShardRecord, write_shard
 from vae_pipeline.posterior.aggregate import ARRAYS_NAME, JSON_NAME, AggregatePosterior, load_posterior
@@ -38,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 ShardCallback = Callable[[ShardRecord], None]
 
+__all__ = ["load_artifacts", "resolve_sampler", "run_generation"]
+
 
 def run_generation(
     config: PipelineConfig,
@@ -46,31 +53,37 @@ def run_generation(
     on_shard: ShardCallback | None = None,
 ) -> str:
     """Generate `config.generation.rows` rows into `config.generation.output_url`; returns the manifest URL."""
+    started = time.perf_counter()
     settings = config.generation
     model_url = model_url or config.model_url
     statistics_url = statistics_url or default_statistics_url(model_url)
     bundle, posterior = load_artifacts(model_url, statistics_url)
     chosen, evaluation = resolve_sampler(config, model_url, bundle.fingerprint)
     build_sampler(chosen).fit(posterior)  # fail fast on a sampler that cannot serve this model
-    sampler = sampler_json(chosen)
     run_id = generation_run_id(
         bundle_fingerprint=bundle.fingerprint,
         statistics_digest=statistics_digest(statistics_url),
-        sampler=sampler,
+        sampler=sampler_json(chosen),
         seed=settings.seed,
         rows=settings.rows,
         rows_per_shard=settings.rows_per_shard,
         batch_rows=settings.batch_rows,
     )
     output_url = settings.output_url
-    if _already_complete(output_url, run_id):
-        logger.info("%s already holds this run (%s); nothing to do", output_url, run_id)
+    committed = read_manifest(output_url)
+    same_run = committed is not None and committed.run_id == run_id
+    if committed is not None and same_run and not settings.resume and _looks_complete(output_url, committed):
+        logger.info("%s already holds this run (%s); nothing to do", storage.redact_url(output_url), run_id)
         return manifest_url(output_url)
-    _claim_output(output_url, settings.overwrite)
     plan = plan_shards(settings.rows, settings.rows_per_shard, settings.seed)
+    claim = output.RunClaim(run_id=run_id, shards=len(plan), rows=settings.rows, config=config.to_json())
+    output.claim_output(output_url, claim, settings.overwrite, settings.resume)
     ensure_ray(config.ray)
-    records = _write_shards(plan, config, chosen, model_url, statistics_url, on_shard)
-    _remove_stale_shards(output_url, {spec.name for spec in plan})
+    records, workers = _write_all(plan, config, chosen, model_url, statistics_url, run_id, on_shard)
+    output.remove_strays(output_url, {spec.name for spec in plan})
+    if same_run:
+        logger.info("repaired the shards of committed run %s at %s", run_id, storage.redact_url(output_url))
+        return manifest_url(output_url)
     manifest = Manifest(
         run_id=run_id,
         rows=sum(r.rows for r in records),
@@ -79,57 +92,20 @@ def run_generation(
         bundle_fingerprint=bundle.fingerprint,
         model_url=model_url,
         statistics_url=statistics_url,
-        sampler=sampler,
+        sampler=sampler_json(chosen),
         seed=settings.seed,
         rows_per_shard=settings.rows_per_shard,
         config=config.to_json(),
-        extra={"sampler_requested": config.sampler.name, "evaluation": evaluation},
+        extra={
+            "sampler_requested": config.sampler.name,
+            "evaluation": evaluation,
+            "workers": workers,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
     )
     url = write_manifest(output_url, manifest)
-    logger.info("wrote %d rows in %d shards to %s", manifest.rows, len(records), output_url)
+    logger.info("wrote %d rows in %d shards to %s", manifest.rows, len(records), storage.redact_url(output_url))
     return url
-
-
-def resolve_sampler(
-    config: PipelineConfig, model_url: str, fingerprint: str
-) -> tuple[SamplerConfig, dict[str, Any] | None]:
-    """The sampler to generate with, and what the model's evaluation said of it.
-
-    `auto` takes the evaluation's choice. The privacy guard refuses a sampler the evaluation found too close to
-    the training rows, and `empirical` (it replays the posteriors of stored training rows) when no evaluation of
-    this model vouches for it.
-    """
-    report = read_report(model_url)
-    if report is not None and report["model_fingerprint"] != fingerprint:
-        logger.warning("ignoring the evaluation at %s: it was made for another model", model_url)
-        report = None
-    sampler = config.sampler
-    if sampler.name == "auto":
-        if report is None:
-            raise ConfigError(
-                "sampler 'auto' needs this model's evaluation; run `vae-pipeline evaluate` first "
-                "(the `run` flow does) or pick one with --sampler"
-            )
-        if report["choice"] is None:
-            raise PrivacyError(
-                "no sampler passed the privacy guard in this model's evaluation; see its report.md, "
-                "then pick one with --sampler and --no-privacy-guard if you accept the risk"
-            )
-        sampler = SamplerConfig.model_validate(report["choice"]["sampler"])
-    entry = find_entry(report, sampler) if report is not None else None
-    evaluation = None if entry is None else {"report_url": default_evaluation_url(model_url), "scores": entry}
-    if config.generation.privacy_guard:
-        if entry is not None and not entry["privacy_ok"]:
-            raise PrivacyError(
-                f"sampler '{entry['name']}' fails the privacy guard: {entry['privacy_reason']}; "
-                "pass --no-privacy-guard to generate anyway"
-            )
-        if entry is None and sampler.name == "empirical":
-            raise PrivacyError(
-                "sampler 'empirical' replays training rows' posteriors and no evaluation of this "
-                "model vouches for its privacy; run `vae-pipeline evaluate` or pass --no-privacy-guard"
-            )
-    return sampler, evaluation
 
 
 def load_artifacts(model_url: str, statistics_url: str) -> tuple[ModelBundle, AggregatePosterior]:
@@ -150,68 +126,45 @@ def statistics_digest(statistics_url: str) -> str:
     return "".join(storage.sha256_of(storage.join_url(statistics_url, name))[:16] for name in files)
 
 
-def sampler_json(config: SamplerConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json")
+def _looks_complete(output_url: str, manifest: Manifest) -> bool:
+    """Every shard the manifest lists is there with its size (checksums are what `resume` verifies)."""
+    return all(output.shard_present(output_url, record, verify=False) for record in manifest.shards)
 
 
-def _already_complete(output_url: str, run_id: str) -> bool:
-    manifest = read_manifest(output_url)
-    if manifest is None or manifest.run_id != run_id:
-        return False
-    return all(storage.exists(storage.join_url(output_url, s.name)) for s in manifest.shards)
-
-
-def check_output_free(output_url: str, overwrite: bool, config: dict[str, Any] | None = None) -> None:
-    """Refuse an output that holds another run, unless overwrite; a run of the very same `config` may resume.
-
-    Raises:
-        OutputExistsError: a manifest or part files of another run are there and overwrite is off.
-    """
-    manifest = read_manifest(output_url)
-    existing_parts = storage.list_urls(output_url, "part-*.parquet")
-    if overwrite or not (manifest or existing_parts):
-        return
-    if manifest is not None and config is not None and manifest.config == config:
-        return
-    what = "a manifest" if manifest else f"{len(existing_parts)} part files"
-    raise OutputExistsError(
-        f"output {storage.redact_url(output_url)} already holds another run ({what}); "
-        "pass --overwrite to replace it or choose another --output"
-    )
-
-
-def _claim_output(output_url: str, overwrite: bool) -> None:
-    """Check the output is free; with overwrite, retract the old manifest first so no reader trusts a mix."""
-    check_output_free(output_url, overwrite)
-    if overwrite and storage.exists(manifest_url(output_url)):
-        logger.warning("overwriting the run at %s", output_url)
-        storage.remove(manifest_url(output_url))
-
-
-def _write_shards(
+def _write_all(
     plan: list[ShardSpec],
     config: PipelineConfig,
     chosen: SamplerConfig,
     model_url: str,
     statistics_url: str,
+    run_id: str,
     on_shard: ShardCallback | None,
-) -> list[ShardRecord]:
+) -> tuple[list[ShardRecord], list[dict[str, Any]]]:
+    """Every shard of the plan, done or reused; on failure the finished shards stay for `resume`."""
     settings = config.generation
     workers = min(settings.num_workers, len(plan))
-    sampler = sampler_json(chosen)
+    retries = settings.max_shard_retries
     remote_actor: Any = GenerationActor  # ray.remote's class has .remote, which type checkers cannot see
-    actors = [remote_actor.remote(model_url, statistics_url, sampler, settings.batch_rows) for _ in range(workers)]
-    pool = ActorPool(actors)
+    options = {"max_restarts": retries, "max_task_retries": retries}
+    actors = [
+        remote_actor.options(**options).remote(model_url, statistics_url, sampler_json(chosen), settings.batch_rows)
+        for _ in range(workers)
+    ]
     records: list[ShardRecord] = []
+    reused = 0
     try:
-        results = pool.map_unordered(lambda actor, spec: actor.write.remote(spec.to_json(), settings.output_url), plan)
-        for payload in results:
-            record = ShardRecord.from_json(payload)
+        pool = ActorPool(actors)
+        for payload in pool.map_unordered(
+            lambda actor, spec: actor.write.remote(spec.to_json(), settings.output_url, run_id), plan
+        ):
+            record = ShardRecord.from_json(payload["record"])
+            reused += payload["reused"]
             records.append(record)
             if on_shard is not None:
                 on_shard(record)
+        usage = ray.get([actor.usage.remote() for actor in actors])
     except Exception as exc:
-        _remove_shards(settings.output_url, [spec.name for spec in plan])
+        _report_stop(settings.output_url, len(records), len(plan))
         cause = user_error_in(exc)
         if cause is not None:
             raise cause from None
@@ -219,7 +172,19 @@ def _write_shards(
     finally:
         for actor in actors:
             ray.kill(actor)
-    return sorted(records, key=lambda r: r.index)
+    if reused:
+        logger.info("resumed: %d of %d shards were already done and intact", reused, len(plan))
+    return sorted(records, key=lambda r: r.index), usage
+
+
+def _report_stop(output_url: str, done: int, planned: int) -> None:
+    output.abandon_claim(output_url)
+    logger.error(
+        "generation stopped with %d of %d shards written to %s; run again with --resume to finish",
+        done,
+        planned,
+        storage.redact_url(output_url),
+    )
 
 
 @ray.remote(num_cpus=1)
@@ -227,26 +192,32 @@ class GenerationActor:
     """Holds one loaded model, its statistics and a fitted sampler for many shards."""
 
     def __init__(self, model_url: str, statistics_url: str, sampler: dict[str, Any], batch_rows: int) -> None:
+        import os
+
         import torch
 
         torch.set_num_threads(1)
         bundle, posterior = load_artifacts(model_url, statistics_url)
         fitted = build_sampler(SamplerConfig.model_validate(sampler)).fit(posterior)
         self.generator = ShardGenerator(bundle, posterior, fitted, batch_rows)
+        self.counts = {"pid": os.getpid(), "shards": 0, "rows": 0, "seconds": 0.0}
 
-    def write(self, spec: dict[str, Any], output_url: str) -> dict[str, Any]:
+    def write(self, spec: dict[str, Any], output_url: str, run_id: str) -> dict[str, Any]:
+        """Write one shard and its record, or reuse it if this run already finished it intact."""
         shard = ShardSpec(**spec)
-        table = self.generator.generate(shard)
-        return write_shard(table, output_url, shard.index, shard.name).to_json()
+        done = output.done_record(output_url, run_id, shard.name)
+        if done is not None:
+            return {"record": done.to_json(), "reused": True}
+        started = time.perf_counter()
+        record = write_shard(self.generator.generate(shard), output_url, shard.index, shard.name)
+        output.write_record(output_url, run_id, record)
+        self.counts["shards"] += 1
+        self.counts["rows"] += record.rows
+        self.counts["seconds"] += time.perf_counter() - started
+        return {"record": record.to_json(), "reused": False}
 
-
-def _remove_shards(output_url: str, names: list[str]) -> None:
-    for name in names:
-        storage.remove(storage.join_url(output_url, name))
-
-
-def _remove_stale_shards(output_url: str, keep: set[str]) -> None:
-    """After an overwrite, part files of the old run that the new plan does not name."""
-    for url in storage.list_urls(output_url, "part-*.parquet"):
-        if url.rsplit("/", 1)[-1] not in keep:
-            storage.remove(url)
+    def usage(self) -> dict[str, Any]:
+        """This worker process's share of the run and its peak resident memory."""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak_bytes = peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
+        return {**self.counts, "seconds": round(float(self.counts["seconds"]), 3), "peak_rss_bytes": peak_bytes}
