@@ -1,29 +1,40 @@
 """The augmentation flow: train -> aggregate-posterior statistics -> evaluation of every sampler -> generation.
 
 Runs on Prefect's ephemeral API by default; set PREFECT_API_URL to run against a Prefect server. Each step is a
-task that retries transient failures (a lost Ray worker, a flaky object store) but not the user's own mistakes
-(bad config, bad data, an occupied output), which fail at once with their one-line message.
+task that retries transient failures (a lost Ray worker, a flaky object store) with backoff, but not the user's own
+mistakes (bad config, bad data, an occupied output), which fail at once with their one-line message.
+
+A rerun on unchanged input files and config costs nothing: each step finds its own record beside its artifact
+(`vae_pipeline.steps`) and skips, and generation finds its committed manifest. Each flow run publishes a Markdown
+summary and a table of per-step timings as Prefect artifacts.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.context import get_run_context
 from prefect.tasks import Task
 
-from vae_pipeline import storage
+from vae_pipeline import steps, storage
+from vae_pipeline.bundle import default_statistics_url
 from vae_pipeline.config import PipelineConfig, load_config, parse_config
 from vae_pipeline.errors import VaePipelineError
 from vae_pipeline.evaluation.job import run_evaluation
 from vae_pipeline.evaluation.store import MARKDOWN_FILE, default_evaluation_url
 from vae_pipeline.generation.job import run_generation
+from vae_pipeline.generation.manifest import read_manifest
 from vae_pipeline.generation.writer import ShardRecord
+from vae_pipeline.logs import log_context
 from vae_pipeline.posterior.job import run_statistics
 from vae_pipeline.training.ray_train import run_training
+
+StepResult = dict[str, Any]  # {"step", "url", "seconds", "cached"}
 
 
 def retry_unless_user_error(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -38,34 +49,56 @@ def retry_unless_user_error(task: Task[Any, Any], task_run: TaskRun, state: Stat
 
 
 _TASK_OPTIONS: dict[str, Any] = {
-    "retries": 2,
-    "retry_delay_seconds": [5, 30],
+    "retries": 3,
+    "retry_delay_seconds": [10, 30, 90],  # backoff: a restarting node or a throttled store needs time
+    "retry_jitter_factor": 0.2,
     "retry_condition_fn": retry_unless_user_error,
-    "cache_policy": NO_CACHE,
+    "cache_policy": NO_CACHE,  # caching is by input and config, in vae_pipeline.steps, not by task arguments
 }
 
 
+def _run_step(step: str, artifact_url: str, action: Any) -> StepResult:
+    """Run one step with its name on every log line; `cached` when the step's record did not change."""
+    before = steps.read_record(artifact_url)
+    started = time.perf_counter()
+    with log_context(run_id=_flow_run_id(), step=step):
+        url = action()
+    after = steps.read_record(artifact_url)
+    cached = before is not None and after is not None and before.to_json() == after.to_json()
+    seconds = round(time.perf_counter() - started, 2)
+    get_run_logger().info("%s %s in %.1fs: %s", step, "reused" if cached else "done", seconds, url)
+    return {"step": step, "url": url, "seconds": seconds, "cached": cached}
+
+
 @task(name="train", **_TASK_OPTIONS)
-def train_task(config: dict[str, Any]) -> str:
-    return run_training(parse_config(config))
+def train_task(config: dict[str, Any]) -> StepResult:
+    pipeline = parse_config(config)
+    return _run_step("train", pipeline.model_url, lambda: run_training(pipeline))
 
 
 @task(name="statistics", **_TASK_OPTIONS)
-def statistics_task(config: dict[str, Any], model_url: str) -> str:
-    return run_statistics(parse_config(config), model_url=model_url)
+def statistics_task(config: dict[str, Any], model_url: str) -> StepResult:
+    pipeline = parse_config(config)
+    statistics_url = default_statistics_url(model_url)
+    return _run_step("statistics", statistics_url, lambda: run_statistics(pipeline, model_url=model_url))
 
 
 @task(name="evaluate", **_TASK_OPTIONS)
-def evaluate_task(config: dict[str, Any], model_url: str, statistics_url: str) -> str:
+def evaluate_task(config: dict[str, Any], model_url: str, statistics_url: str) -> StepResult:
     """Score every sampler and publish the report's Markdown as a flow artifact."""
-    report_url = run_evaluation(parse_config(config), model_url=model_url, statistics_url=statistics_url)
+    pipeline = parse_config(config)
+    result = _run_step(
+        "evaluate",
+        default_evaluation_url(model_url),
+        lambda: run_evaluation(pipeline, model_url=model_url, statistics_url=statistics_url),
+    )
     markdown = storage.read_bytes(storage.join_url(default_evaluation_url(model_url), MARKDOWN_FILE)).decode()
     create_markdown_artifact(markdown=markdown, key="sampler-evaluation", description="Which sampler? (vae-pipeline)")
-    return report_url
+    return result
 
 
 @task(name="generate", **_TASK_OPTIONS)
-def generate_task(config: dict[str, Any], model_url: str, statistics_url: str) -> str:
+def generate_task(config: dict[str, Any], model_url: str, statistics_url: str) -> StepResult:
     """Generate with resume on, so a retry (or a rerun of the flow) finishes an interrupted run, never restarts it."""
     logger = get_run_logger()
 
@@ -73,7 +106,14 @@ def generate_task(config: dict[str, Any], model_url: str, statistics_url: str) -
         logger.info("shard %s done: %d rows, %d bytes", record.name, record.rows, record.bytes)
 
     pipeline = parse_config(config).with_overrides({"generation.resume": True})
-    return run_generation(pipeline, model_url=model_url, statistics_url=statistics_url, on_shard=log_shard)
+    output_url = pipeline.generation.output_url
+    before = read_manifest(output_url)
+    started = time.perf_counter()
+    with log_context(run_id=_flow_run_id(), step="generate"):
+        url = run_generation(pipeline, model_url=model_url, statistics_url=statistics_url, on_shard=log_shard)
+    after = read_manifest(output_url)
+    cached = before is not None and after is not None and before.to_json() == after.to_json()
+    return {"step": "generate", "url": url, "seconds": round(time.perf_counter() - started, 2), "cached": cached}
 
 
 @flow(name="vae-augment", log_prints=True)
@@ -89,12 +129,48 @@ def augment(config: dict[str, Any] | None = None, config_url: str | None = None)
     """
     pipeline = _resolve(config, config_url)
     as_json = pipeline.to_json()
-    model_url = train_task(as_json)
-    statistics_url = statistics_task(as_json, model_url)
-    evaluate_task(as_json, model_url, statistics_url)
-    manifest_url = generate_task(as_json, model_url, statistics_url)
-    get_run_logger().info("synthetic dataset committed: %s", manifest_url)
-    return manifest_url
+    trained = train_task(as_json)
+    statistics = statistics_task(as_json, trained["url"])
+    evaluated = evaluate_task(as_json, trained["url"], statistics["url"])
+    generated = generate_task(as_json, trained["url"], statistics["url"])
+    results = [trained, statistics, evaluated, generated]
+    publish_summary(pipeline, results)
+    get_run_logger().info("synthetic dataset committed: %s", generated["url"])
+    return str(generated["url"])
+
+
+def publish_summary(pipeline: PipelineConfig, results: list[StepResult]) -> None:
+    """A Markdown artifact (what ran, rows, sampler, links) and a table artifact of per-step timings."""
+    manifest = read_manifest(pipeline.generation.output_url)
+    rows = [{k: r[k] for k in ("step", "seconds", "cached", "url")} for r in results]
+    create_table_artifact(table=rows, key="step-timings", description="Per-step wall time (vae-pipeline)")
+    create_markdown_artifact(markdown=summary_markdown(pipeline, results, manifest), key="augmentation-run")
+
+
+def summary_markdown(pipeline: PipelineConfig, results: list[StepResult], manifest: Any) -> str:
+    lines = ["# vae-pipeline augmentation run", ""]
+    if manifest is not None:
+        sampler = manifest.sampler.get("name")
+        lines += [
+            f"- **rows**: {manifest.rows:,} in {len(manifest.shards)} shards ({manifest.bytes / 1e6:.2f} MB)",
+            f"- **sampler**: `{sampler}` (asked for `{manifest.extra.get('sampler_requested', sampler)}`)",
+            f"- **manifest**: `{storage.redact_url(results[-1]['url'])}`",
+            f"- **evaluation report**: `{storage.redact_url(default_evaluation_url(pipeline.model_url))}/report.md`",
+            f"- **model**: `{storage.redact_url(pipeline.model_url)}` (`{manifest.bundle_fingerprint[:12]}`)",
+            "",
+        ]
+    lines += ["| step | seconds | reused |", "|---|---:|---|"]
+    lines += [f"| {r['step']} | {r['seconds']:.1f} | {'yes' if r['cached'] else 'no'} |" for r in results]
+    return "\n".join(lines) + "\n"
+
+
+def _flow_run_id() -> str:
+    try:
+        context = get_run_context()
+    except Exception:  # outside a run (a plain call in a test): no id to show
+        return "-"
+    run = getattr(context, "flow_run", None) or getattr(getattr(context, "task_run", None), "flow_run_id", None)
+    return str(getattr(run, "id", run) or "-")
 
 
 def _resolve(config: dict[str, Any] | None, config_url: str | None) -> PipelineConfig:

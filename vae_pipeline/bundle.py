@@ -98,6 +98,15 @@ def save_bundle(
     return ModelBundle(model, model_config, transform, config, metrics, fingerprint)
 
 
+def stored_fingerprint(url: str) -> str | None:
+    """The fingerprint bundle.json records, without reading the weights; None when there is no bundle."""
+    meta_url = storage.join_url(url, META_FILE)
+    if not storage.exists(meta_url):
+        return None
+    fingerprint = storage.read_json(meta_url).get("fingerprint")
+    return fingerprint if isinstance(fingerprint, str) else None
+
+
 def load_bundle(url: str) -> ModelBundle:
     """Rebuild a bundle from its files; the model comes back in eval mode on the CPU."""
     meta_url = storage.join_url(url, META_FILE)

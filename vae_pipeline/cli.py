@@ -7,7 +7,7 @@ error kind has its own non-zero exit code.
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sys
 import time
 from typing import Annotated, Any
@@ -21,6 +21,7 @@ from rich.table import Table
 from vae_pipeline import storage
 from vae_pipeline.config import PipelineConfig, load_config
 from vae_pipeline.errors import StorageError, VaePipelineError
+from vae_pipeline.logs import configure_logging, log_context
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -225,6 +226,23 @@ def _evaluate(pipeline: PipelineConfig, model_url: str, statistics: str | None, 
 
 
 @app.command()
+def serve(
+    config: Annotated[str, typer.Argument(help="YAML config URL, read again at every run")],
+    cron: Annotated[str, typer.Option("--cron", help="schedule, e.g. '0 2 * * *' for 02:00 daily")],
+    timezone: Annotated[str, typer.Option("--timezone", help="the cron's time zone")] = "UTC",
+    name: Annotated[str, typer.Option("--name", help="deployment name (flow vae-augment)")] = "augment",
+) -> None:
+    """Serve the flow on a cron schedule from this process (Prefect `serve`; PREFECT_API_URL picks the server)."""
+    from flows.serve import cron_schedule, serve_augment  # Prefect is imported only here
+
+    cron_schedule(cron, timezone)  # a bad schedule fails before anything is registered
+    pipeline = load_config(config)
+    preflight(pipeline, check_output=False)
+    console.print(f"serving vae-augment/{name} on '{cron}' ({timezone}) with {config}; Ctrl-C stops")
+    serve_augment(config, cron, timezone, name)
+
+
+@app.command()
 def inspect(
     url: Annotated[str, typer.Argument(help="a bundle, statistics or dataset URL")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
@@ -247,7 +265,11 @@ def describe(url: str, verify: bool = False) -> dict[str, Any]:
 
     manifest = read_manifest(url)
     if manifest is not None:
-        return {"synthetic dataset": manifest.summary(), "shards": output_status(url, verify=verify)}
+        return {
+            "synthetic dataset": manifest.summary(),
+            "shards": output_status(url, verify=verify),
+            "history": run_history(manifest.extra),
+        }
     if read_claim(url) is not None:
         return {"unfinished generation run": output_status(url, verify=verify)}
     if storage.exists(storage.join_url(url, "posterior.json")):
@@ -259,6 +281,19 @@ def describe(url: str, verify: bool = False) -> dict[str, Any]:
             summary["aggregate posterior"] = _posterior_summary(statistics_url)
         return summary
     raise StorageError(f"nothing to inspect at {storage.redact_url(url)}: no bundle, statistics or manifest there")
+
+
+def run_history(extra: dict[str, Any]) -> dict[str, str]:
+    """Each step that led to a dataset: when it finished, how long it took, its peak memory; then generation."""
+    history = {}
+    for entry in extra.get("history", []):
+        peak = entry.get("peak_rss_bytes", 0) / 2**20
+        history[entry["step"]] = f"finished {entry['finished_at']}, {entry['seconds']:.1f}s, peak RSS {peak:,.0f} MiB"
+    workers = extra.get("workers", [])
+    if "seconds" in extra:
+        peaks = ", ".join(f"{w['peak_rss_bytes'] / 2**20:,.0f}" for w in workers)
+        history["generate"] = f"{extra['seconds']:.1f}s on {len(workers)} worker(s), peak RSS {peaks} MiB"
+    return history
 
 
 def _posterior_summary(url: str) -> dict[str, Any]:
@@ -323,11 +358,12 @@ def _print_mapping(title: str, mapping: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("ray", "prefect", "httpx", "filelock", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # VAE_PIPELINE_LOG_FORMAT=json gives one JSON object per log line, with the run id and step, for log pipelines.
+    configure_logging(os.environ.get("VAE_PIPELINE_LOG_FORMAT", "text"))
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "-")
     try:
-        app(standalone_mode=False)
+        with log_context(step=command):
+            app(standalone_mode=False)
     except VaePipelineError as exc:
         errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
-from vae_pipeline import storage
+from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url
-from vae_pipeline.config import EvaluationConfig, PipelineConfig, SamplerConfig
-from vae_pipeline.data import open_source
+from vae_pipeline.config import DataConfig, EvaluationConfig, PipelineConfig, SamplerConfig
+from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
 from vae_pipeline.evaluation import metrics
 from vae_pipeline.evaluation.report import ReportInputs, write_report
@@ -29,7 +29,7 @@ from vae_pipeline.evaluation.store import REPORT_FILE, REPORT_FORMAT, default_ev
 from vae_pipeline.generation.job import load_artifacts
 from vae_pipeline.generation.plan import ShardSpec
 from vae_pipeline.generation.worker import ShardGenerator
-from vae_pipeline.posterior.aggregate import AggregatePosterior
+from vae_pipeline.posterior.aggregate import JSON_NAME, AggregatePosterior
 from vae_pipeline.samplers.registry import build_sampler
 
 logger = logging.getLogger(__name__)
@@ -68,10 +68,37 @@ def run_evaluation(
     model_url = model_url or config.model_url
     statistics_url = statistics_url or default_statistics_url(model_url)
     bundle, posterior = load_artifacts(model_url, statistics_url)
-    settings = config.evaluation
     data = bundle.config.data if input_url is None else bundle.config.data.model_copy(update={"input_url": input_url})
     source = open_source(data)
     check_schema(bundle, source.schema, data.input_url)
+    evaluation_url = default_evaluation_url(model_url)
+    report_json = storage.join_url(evaluation_url, REPORT_FILE)
+    key = steps.step_key(
+        "evaluate",
+        model=bundle.fingerprint,
+        statistics=steps.file_digest(storage.join_url(statistics_url, JSON_NAME)),
+        input=steps.input_stamp(source.filesystem, source.files),
+        data=data.model_dump(mode="json", exclude={"storage_options"}),
+        evaluation=config.evaluation.model_dump(mode="json"),
+    )
+    if steps.cached_record(evaluation_url, "evaluate", key, steps.file_digest(report_json)) is not None:
+        return report_json
+    with steps.timed() as clock:
+        _evaluate(config, bundle, posterior, source, data, evaluation_url)
+    record = steps.finished_record("evaluate", key, steps.file_digest(report_json) or "", clock.seconds)
+    steps.write_record(evaluation_url, record)
+    return report_json
+
+
+def _evaluate(
+    config: PipelineConfig,
+    bundle: ModelBundle,
+    posterior: AggregatePosterior,
+    source: TableSource,
+    data: DataConfig,
+    report_url: str,
+) -> None:
+    settings = config.evaluation
     real = sample_real_rows(source, data, settings.rows, settings.seed)
     check_holdout(real, settings, data.holdout_fraction)
     label = bundle.transform.label_column
@@ -109,12 +136,10 @@ def run_evaluation(
         "samplers": ranked,
         "choice": _choice(ranked),
     }
-    report_url = default_evaluation_url(model_url)
     write_report(
         report_url, ReportInputs(results=results, real=holdout, synthetic=synthetic, latents=latents, kinds=kinds)
     )
     logger.info("evaluation written to %s; choice: %s", report_url, results["choice"])
-    return storage.join_url(report_url, REPORT_FILE)
 
 
 def check_schema(bundle: ModelBundle, schema: pa.Schema, input_url: str) -> None:

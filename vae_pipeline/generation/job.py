@@ -18,10 +18,11 @@ from typing import Any
 import ray
 from ray.util.actor_pool import ActorPool
 
-from vae_pipeline import storage
+from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
 from vae_pipeline.config import PipelineConfig, SamplerConfig
 from vae_pipeline.errors import ArtifactMismatchError
+from vae_pipeline.evaluation.store import default_evaluation_url
 from vae_pipeline.generation import output
 from vae_pipeline.generation.manifest import (
     Manifest,
@@ -101,11 +102,24 @@ def run_generation(
             "evaluation": evaluation,
             "workers": workers,
             "seconds": round(time.perf_counter() - started, 3),
+            "history": step_history(model_url, statistics_url),
         },
     )
     url = write_manifest(output_url, manifest)
     logger.info("wrote %d rows in %d shards to %s", manifest.rows, len(records), storage.redact_url(output_url))
     return url
+
+
+def step_history(model_url: str, statistics_url: str) -> list[dict[str, Any]]:
+    """What the upstream steps recorded (when, how long, peak memory), so a dataset carries its lineage."""
+    urls = {"train": model_url, "statistics": statistics_url, "evaluate": default_evaluation_url(model_url)}
+    history = []
+    for step, url in urls.items():
+        record = steps.read_record(url)
+        if record is not None:
+            entry = {k: v for k, v in record.to_json().items() if k not in ("key", "artifact")}
+            history.append({**entry, "step": step, "url": storage.redact_url(url)})
+    return history
 
 
 def load_artifacts(model_url: str, statistics_url: str) -> tuple[ModelBundle, AggregatePosterior]:

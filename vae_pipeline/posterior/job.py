@@ -15,11 +15,12 @@ import pyarrow as pa
 import ray.data
 import torch
 
-from vae_pipeline.bundle import default_statistics_url, load_bundle
+from vae_pipeline import steps, storage
+from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
 from vae_pipeline.config import DataConfig, PipelineConfig, StatisticsConfig
-from vae_pipeline.data import open_source
+from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
-from vae_pipeline.posterior.aggregate import AggregatePosterior, finalize_posterior, save_posterior
+from vae_pipeline.posterior.aggregate import JSON_NAME, AggregatePosterior, finalize_posterior, save_posterior
 from vae_pipeline.posterior.stats import PosteriorStats
 from vae_pipeline.runtime import ensure_ray, read_dataset
 from vae_pipeline.split import Split, row_keys, split_codes
@@ -36,10 +37,30 @@ def run_statistics(config: PipelineConfig, model_url: str | None = None, statist
     model_url = model_url or config.model_url
     statistics_url = statistics_url or default_statistics_url(model_url)
     bundle = load_bundle(model_url)
-    data = bundle.config.data
-    source = open_source(data)
-    ensure_ray(config.ray)
+    source = open_source(bundle.config.data)
     settings = config.statistics
+    key = steps.step_key(
+        "statistics",
+        model=bundle.fingerprint,
+        input=steps.input_stamp(source.filesystem, source.files),
+        statistics=settings.model_dump(mode="json", exclude={"num_workers"}),
+    )
+    posterior_json = storage.join_url(statistics_url, JSON_NAME)
+    if steps.cached_record(statistics_url, "statistics", key, steps.file_digest(posterior_json)) is not None:
+        return statistics_url
+    with steps.timed() as clock:
+        _compute(config, bundle, source, model_url, statistics_url)
+    record = steps.finished_record("statistics", key, steps.file_digest(posterior_json) or "", clock.seconds)
+    steps.write_record(statistics_url, record)
+    return statistics_url
+
+
+def _compute(
+    config: PipelineConfig, bundle: ModelBundle, source: TableSource, model_url: str, statistics_url: str
+) -> None:
+    data = bundle.config.data
+    settings = config.statistics
+    ensure_ray(config.ray)
     partials = read_dataset(source).map_batches(
         SummarizeBatch,
         fn_constructor_kwargs={
@@ -64,7 +85,6 @@ def run_statistics(config: PipelineConfig, model_url: str | None = None, statist
     )
     save_posterior(posterior, statistics_url)
     _log_summary(posterior)
-    return statistics_url
 
 
 class SummarizeBatch:

@@ -23,8 +23,8 @@ import torch.distributed as dist
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from vae_pipeline import storage
-from vae_pipeline.bundle import ModelBundle, save_bundle
+from vae_pipeline import steps, storage
+from vae_pipeline.bundle import ModelBundle, save_bundle, stored_fingerprint
 from vae_pipeline.config import PipelineConfig, TrainingConfig
 from vae_pipeline.data import open_source
 from vae_pipeline.errors import ConfigError, VaePipelineError
@@ -59,6 +59,18 @@ def run_training(config: PipelineConfig) -> str:
             "use a local path or shared storage (s3://, gs://, ...)"
         )
     source = open_source(config.data)
+    stamp = steps.input_stamp(source.filesystem, source.files)
+    key = training_step_key(config, stamp)
+    if steps.cached_record(config.model_url, "train", key, stored_fingerprint(config.model_url)) is not None:
+        return config.model_url
+    with steps.timed() as clock:
+        bundle = _train(config, source, stamp)
+    record = steps.finished_record("train", key, bundle.fingerprint, clock.seconds, epochs=len(bundle.metrics))
+    steps.write_record(config.model_url, record)
+    return config.model_url
+
+
+def _train(config: PipelineConfig, source: Any, stamp: list[dict[str, Any]]) -> ModelBundle:
     started = time.perf_counter()
     transform = fit_table_transform(source, config)
     logger.info(
@@ -78,22 +90,31 @@ def run_training(config: PipelineConfig) -> str:
     if config.training.use_gpu:
         require_gpus(config.training.num_workers)
     datasets = _encoded_datasets(source, transform, config)
-    run_key = training_run_key(config)
+    run_key = training_run_key(config, stamp)
     run_name = config.training.run_name or f"run-{run_key[:12]}"
     result = _fit(config, model_config, datasets, run_key, run_name)
     bundle = _bundle_from_checkpoint(result, model_config, transform, config)
     logger.info("model bundle written to %s (fingerprint %s)", config.model_url, bundle.fingerprint[:12])
-    return config.model_url
+    return bundle
 
 
-def training_run_key(config: PipelineConfig) -> str:
-    """What a resumable run must share: data, model and optimisation settings (epochs may grow, workers change)."""
+def training_run_key(config: PipelineConfig, stamp: list[dict[str, Any]] | None = None) -> str:
+    """What a resumable run must share: the input files, data, model and optimisation settings (epochs may grow,
+    workers change); new data never resumes a checkpoint trained on the old."""
     training = config.training.model_dump(
         mode="json", exclude={"epochs", "num_workers", "use_gpu", "run_name", "keep_best", "early_stopping_patience"}
     )
     data = config.data.model_dump(mode="json", exclude={"storage_options"})
-    payload = {"data": data, "model": config.model.model_dump(mode="json"), "training": training}
+    payload = {"data": data, "model": config.model.model_dump(mode="json"), "training": training, "input": stamp}
     return hashlib.sha256(storage.canonical_json(payload).encode()).hexdigest()
+
+
+def training_step_key(config: PipelineConfig, stamp: list[dict[str, Any]]) -> str:
+    """Everything that decides the bundle: the input files and the data, model and training settings."""
+    training = config.training.model_dump(mode="json", exclude={"num_workers", "run_name"})
+    data = config.data.model_dump(mode="json", exclude={"storage_options"})
+    model = config.model.model_dump(mode="json")
+    return steps.step_key("train", input=stamp, data=data, model=model, training=training)
 
 
 def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineConfig) -> dict[str, ray.data.Dataset]:
