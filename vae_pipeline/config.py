@@ -89,6 +89,9 @@ class TrainingConfig(_Frozen):
     beta: float = Field(0.5, ge=0, description="weight of the KL term")
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
+    mixed_precision: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="autocast: auto = bf16 on GPUs that support it, else fp16 with loss scaling; off on CPU"
+    )
     seed: int = 0
     run_name: str | None = Field(None, description="checkpoints live under <model_url>/checkpoints/<run_name>")
     keep_best: bool = Field(True, description="the bundle keeps the epoch with the lowest validation loss")

@@ -86,6 +86,35 @@ class _RowWeightedMeans:
         )
 
 
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass runs: full float32, or autocast to bf16/fp16 (fp16 with a loss scaler)."""
+
+    device_type: str = "cpu"
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+
+FULL_PRECISION = Precision()
+
+
+def precision_for(device: torch.device | str, mode: str) -> Precision:
+    """The autocast setting for `training.mixed_precision` on this device.
+
+    `auto` is bf16 on a CUDA device that supports it (same range as float32, so no loss scaling), fp16 with a
+    GradScaler on older GPUs, and full precision on CPUs, where autocast is rarely faster for small MLPs.
+    """
+    device_type = torch.device(device).type
+    if mode == "off" or (mode == "auto" and device_type != "cuda"):
+        return Precision(device_type)
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return Precision(device_type, torch.bfloat16)
+    return Precision(device_type, torch.float16, torch.amp.GradScaler(device_type))
+
+
 def make_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Adam:
     """Adam over all parameters with the configured learning rate and weight decay."""
     return torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -104,15 +133,24 @@ def train_step(
     c: Tensor | None,
     beta: float,
     max_grad_norm: float | None = DEFAULT_MAX_GRAD_NORM,
+    precision: Precision = FULL_PRECISION,
 ) -> LossOutput:
     """One gradient step on one batch already on the model's device."""
     optimizer.zero_grad(set_to_none=True)
-    out: LossOutput = model(x, c, beta=beta)
-    out.loss.backward()
+    with precision.autocast():
+        out: LossOutput = model(x, c, beta=beta)
+    scaler = precision.scaler
+    (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     if max_grad_norm is not None:
         # Early batches can put the tight initial gaussian std far from the data; clipping keeps those steps sane.
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     return out
 
 
@@ -123,13 +161,14 @@ def train_one_epoch(
     beta: float,
     device: torch.device | str,
     max_grad_norm: float | None = DEFAULT_MAX_GRAD_NORM,
+    precision: Precision = FULL_PRECISION,
 ) -> PassMetrics:
     """One pass of gradient steps; returns the training terms averaged over rows (as computed before each step)."""
     model.train()
     means = _RowWeightedMeans()
     for batch in batches:
         x, c = _to_device(batch, device)
-        means.add(train_step(model, optimizer, x, c, beta, max_grad_norm), rows=x.shape[0])
+        means.add(train_step(model, optimizer, x, c, beta, max_grad_norm, precision), rows=x.shape[0])
     return means.means("train_one_epoch")
 
 
@@ -139,6 +178,7 @@ def evaluate(
     beta: float,
     device: torch.device | str,
     generator: torch.Generator | None = None,
+    precision: Precision = FULL_PRECISION,
 ) -> PassMetrics:
     """The loss terms on held-out batches without gradients; pass a generator for a reproducible posterior draw.
 
@@ -149,7 +189,7 @@ def evaluate(
     inner = model.module if isinstance(model, DistributedDataParallel) else model
     inner.eval()
     means = _RowWeightedMeans()
-    with torch.no_grad():
+    with torch.no_grad(), precision.autocast():
         for batch in batches:
             x, c = _to_device(batch, device)
             means.add(inner(x, c, beta=beta, generator=generator), rows=x.shape[0])

@@ -38,7 +38,7 @@ from vae_pipeline.training.checkpoint import (
     read_metrics,
     save_training_state,
 )
-from vae_pipeline.training.loop import evaluate, make_optimizer, train_one_epoch
+from vae_pipeline.training.loop import evaluate, make_optimizer, precision_for, train_one_epoch
 from vae_pipeline.training.prepare import EncodeRows, fit_table_transform, select_split
 from vae_pipeline.transforms.table import TableTransform
 
@@ -102,7 +102,16 @@ def training_run_key(config: PipelineConfig, stamp: list[dict[str, Any]] | None 
     """What a resumable run must share: the input files, data, model and optimisation settings (epochs may grow,
     workers change); new data never resumes a checkpoint trained on the old."""
     training = config.training.model_dump(
-        mode="json", exclude={"epochs", "num_workers", "use_gpu", "run_name", "keep_best", "early_stopping_patience"}
+        mode="json",
+        exclude={
+            "epochs",
+            "num_workers",
+            "use_gpu",
+            "mixed_precision",
+            "run_name",
+            "keep_best",
+            "early_stopping_patience",
+        },
     )
     data = config.data.model_dump(mode="json", exclude={"storage_options"})
     payload = {"data": data, "model": config.model.model_dump(mode="json"), "training": training, "input": stamp}
@@ -200,16 +209,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(build_model(MLPVAEConfig.from_json(loop_config["model_config"])))
     optimizer = make_optimizer(model, training)
     device = ray.train.torch.get_device()
+    precision = precision_for(device, training.mixed_precision)
     state = _resume_state(model, optimizer, loop_config["run_key"])
     context = ray.train.get_context()
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
     for epoch in range(state.epoch, training.epochs):
         started = time.perf_counter()
-        train_metrics = train_one_epoch(
-            model, optimizer, _batches(train_shard, training, epoch, shuffle=True), training.beta, device
-        )
-        val_metrics = evaluate(model, _batches(val_shard, training, epoch, shuffle=False), training.beta, device)
+        train_batches = _batches(train_shard, training, epoch, shuffle=True)
+        train_metrics = train_one_epoch(model, optimizer, train_batches, training.beta, device, precision=precision)
+        val_batches = _batches(val_shard, training, epoch, shuffle=False)
+        val_metrics = evaluate(model, val_batches, training.beta, device, precision=precision)
         record = _epoch_record(epoch, train_metrics, val_metrics, time.perf_counter() - started)
         state.epoch, state.metrics = epoch + 1, [*state.metrics, record]
         state.observe(epoch + 1, record["val_loss"], _unwrap(model))

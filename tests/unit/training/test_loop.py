@@ -20,6 +20,7 @@ from vae_pipeline.training.loop import (
     evaluate,
     fit,
     make_optimizer,
+    precision_for,
     tensor_batches,
     train_one_epoch,
 )
@@ -141,3 +142,30 @@ def test_training_through_ddp_wrapper(tmp_path: Path) -> None:
         assert model.module.training is False  # evaluate ran the inner model in eval mode, bypassing the wrapper
     finally:
         dist.destroy_process_group()
+
+
+def test_auto_precision_is_full_float32_on_cpu() -> None:
+    precision = precision_for("cpu", "auto")
+    assert precision.dtype is None and precision.scaler is None
+    assert precision_for("cpu", "off").dtype is None
+
+
+@pytest.mark.parametrize(("mode", "dtype", "scaled"), [("bf16", torch.bfloat16, False), ("fp16", torch.float16, True)])
+def test_mixed_precision_trains_with_autocast(mode: str, dtype: torch.dtype, scaled: bool) -> None:
+    """The GPU path's autocast and loss scaling, exercised on CPU (CPU autocast supports both dtypes)."""
+    precision = precision_for("cpu", mode)
+    assert precision.dtype == dtype and (precision.scaler is not None) == scaled
+    train_x, val_x = synthetic_table(256, seed=0), synthetic_table(64, seed=1)
+    model = small_model()
+    optimizer = make_optimizer(model, TrainingConfig(learning_rate=3e-3, weight_decay=0.0))
+    val = lambda: tensor_batches(val_x, batch_size=64)  # noqa: E731
+    before = evaluate(model, val(), beta=1.0, device="cpu", generator=torch.Generator().manual_seed(0))
+    for epoch in range(6):
+        batches = tensor_batches(train_x, batch_size=64, generator=torch.Generator().manual_seed(epoch))
+        metrics = train_one_epoch(model, optimizer, batches, beta=1.0, device="cpu", precision=precision)
+        assert math.isfinite(metrics["loss"])
+    after = evaluate(
+        model, val(), beta=1.0, device="cpu", generator=torch.Generator().manual_seed(0), precision=precision
+    )
+    assert after["loss"] < before["loss"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32; only compute is cast
