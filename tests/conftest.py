@@ -1,8 +1,13 @@
-"""Shared fixtures: the shipped penguins table and small configs."""
+"""Shared fixtures: the shipped penguins table, small configs and a local S3 (moto) with fake credentials."""
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +26,91 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 @pytest.fixture(scope="session")
 def penguins_url() -> str:
     return PENGUINS
+
+
+# ------------------------------------------------------------------ S3: a moto server on 127.0.0.1
+# Ray workers inherit the environment of the process that starts Ray, so the endpoint and the fake credentials
+# go into os.environ here, at import, before any fixture can start Ray. This is also how users point the
+# pipeline at MinIO or any S3-compatible store (docs/storage.md): environment or fsspec config, never the YAML.
+# The config and credential files point nowhere and the EC2 metadata lookup is off, so no test can pick up a real
+# AWS identity or reach beyond the loopback interface.
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on at the moment."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+S3_PORT = free_port()
+S3_ENDPOINT = f"http://127.0.0.1:{S3_PORT}"
+S3_ACCESS_KEY = "AKIAVAEPIPELINETEST1"
+S3_SECRET = "s3cr3t-value-xyz"  # distinctive, so tests can assert it never lands in an artifact, a log or an error
+_NOWHERE = REPO / "out" / ".no-such-config"
+for _name in (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+):
+    os.environ.pop(_name, None)
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(_NOWHERE / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(_NOWHERE / "aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "FSSPEC_CONFIG_DIR": str(_NOWHERE),
+        "FSSPEC_S3_ENDPOINT_URL": S3_ENDPOINT,
+    }
+)
+if "fsspec" in sys.modules:  # fsspec reads FSSPEC_* at import; refresh if a plugin imported it first
+    import fsspec.config
+
+    fsspec.config.set_conf_env(fsspec.config.conf)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 on 127.0.0.1 for the session; yields the endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    yield S3_ENDPOINT
+    server.stop()
+
+
+def create_bucket() -> str:
+    """A new, empty bucket with a unique name on the moto server."""
+    import fsspec
+
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    fsspec.filesystem("s3").mkdir(name)
+    return name
+
+
+def delete_bucket(name: str) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    fs.rm(name, recursive=True)
+    fs.invalidate_cache()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server: str) -> Iterator[str]:
+    """A fresh bucket name for one test, deleted with its objects afterwards."""
+    name = create_bucket()
+    yield name
+    delete_bucket(name)

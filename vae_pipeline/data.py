@@ -19,7 +19,7 @@ from fsspec.spec import AbstractFileSystem
 
 from vae_pipeline import storage
 from vae_pipeline.config import DataConfig
-from vae_pipeline.errors import DataError, StorageError
+from vae_pipeline.errors import DataError
 
 _UNSUPPORTED = (pa.types.is_nested, pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
 CSV_NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
@@ -107,8 +107,7 @@ def _check_null_columns(dataset: pa_ds.Dataset, schema: pa.Schema, rows: int) ->
 
 def _resolve_files(url: str, storage_options: dict[str, Any]) -> tuple[AbstractFileSystem, list[str]]:
     fs, path = storage.url_to_fs(url, storage_options)
-    shown = storage.redact_url(url)
-    try:
+    with storage.failures_named(url, "list"):  # missing or refused credentials, an unreachable endpoint
         if any(ch in path for ch in "*?["):
             files = sorted(fs.glob(path))
         elif fs.isdir(path):
@@ -118,10 +117,10 @@ def _resolve_files(url: str, storage_options: dict[str, Any]) -> tuple[AbstractF
             files = [path]
         else:
             files = []
-    except (PermissionError, OSError) as exc:
-        raise StorageError(f"cannot list {shown}: {_first_line(exc)}") from exc
     if not files:
-        raise DataError(f"input {shown} does not exist or matches no files; check data.input_url (or --input)")
+        raise DataError(
+            f"input {storage.redact_url(url)} does not exist or matches no files; check data.input_url (or --input)"
+        )
     return fs, files
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,38 @@ _EXTRA_FOR_PROTOCOL = {
     "abfss": "adlfs",
 }
 _LOCAL_PROTOCOLS = {"file", "local"}
+# Object stores have no directories: makedirs there would create a bucket, so a typo'd bucket name would appear.
+_OBJECT_STORES = set(_EXTRA_FOR_PROTOCOL)
+_FAMILY = {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az"}
+_CREDENTIAL_HINT = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an IAM role",
+    "gs": "set GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`",
+    "az": "set AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY, or sign in for DefaultAzureCredential",
+}
+_ENDPOINT_HINT = {"s3": "FSSPEC_S3_ENDPOINT_URL or AWS_ENDPOINT_URL"}
+# The cloud clients' failures, matched by class name so that this module imports none of them (all are optional).
+_NO_CREDENTIALS = frozenset(
+    {
+        *("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "ProfileNotFound"),  # botocore
+        *("DefaultCredentialsError", "RefreshError"),  # google-auth
+        *("ClientAuthenticationError", "CredentialUnavailableError"),  # azure-core, azure-identity
+    }
+)
+_UNREACHABLE = frozenset(
+    {
+        *("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"),  # botocore
+        *("ProxyConnectionError", "ClientConnectorError", "ServerTimeoutError"),  # botocore, aiohttp (gcsfs, adlfs)
+        "ServiceRequestError",  # azure-core
+    }
+)
+_DENIED_CODES = frozenset(
+    {
+        *("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"),
+        *("InvalidToken", "AuthorizationHeaderMalformed", "401", "403"),
+    }
+)
+# Environment variables whose values must never reach a message, even if a client echoes them.
+_SECRET_ENV_WORDS = ("SECRET", "TOKEN", "PASSWORD", "ACCOUNT_KEY", "SAS", "CONNECTION_STRING")
 
 
 def protocol_of(url: str) -> str:
@@ -50,8 +83,14 @@ def url_to_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[
             f"cannot open {redact_url(url)}: the '{protocol}' filesystem is not installed; "
             f"run `pip install 'vae-pipeline[cloud]'` (it brings {package})"
         ) from exc
-    except ValueError as exc:
-        raise StorageError(f"cannot open {redact_url(url)}: {exc}") from exc
+    except ValueError as exc:  # adlfs without an account, an unknown protocol, a malformed URL
+        hint = _CREDENTIAL_HINT.get(_family(url))
+        raise StorageError(f"cannot open {redact_url(url)}: {_describe(exc)}" + (f"; {hint}" if hint else "")) from exc
+    except Exception as exc:  # gcsfs looks its credentials up when it is built
+        error = _translated(url, exc, "open")
+        if error is None:
+            raise
+        raise error from exc
 
 
 def redact_url(url: str) -> str:
@@ -79,15 +118,17 @@ def is_local(url: str) -> bool:
 
 def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     fs, path = url_to_fs(url, storage_options)
-    return _guarded(url, lambda: fs.exists(path))
+    with failures_named(url, "access"):
+        return bool(fs.exists(path))
 
 
 def list_urls(url: str, pattern: str = "*", storage_options: dict[str, Any] | None = None) -> list[str]:
     """Sorted URLs of the files directly under `url` whose names match `pattern`; empty when it does not exist."""
     fs, path = url_to_fs(url, storage_options)
-    if not _guarded(url, lambda: fs.exists(path)):
-        return []
-    found = _guarded(url, lambda: fs.glob(posixpath.join(path, pattern)))
+    with failures_named(url, "list"):
+        if not fs.exists(path):
+            return []
+        found = fs.glob(posixpath.join(path, pattern))
     return sorted(_unstrip(url, path, match) for match in found)
 
 
@@ -99,18 +140,14 @@ def _unstrip(url: str, path: str, match: str) -> str:
 
 @contextmanager
 def open_url(url: str, mode: str = "rb", storage_options: dict[str, Any] | None = None) -> Iterator[IO[Any]]:
-    """Open a URL for reading (writes go through `atomic_write`)."""
+    """Open a URL for reading (writes go through `atomic_write`); read failures inside the block name the URL."""
     if "w" in mode or "a" in mode:
         raise ValueError("open_url is for reading; use atomic_write to write")
     fs, path = url_to_fs(url, storage_options)
-    try:
+    with failures_named(url, "read"):
         handle = fs.open(path, mode)
-    except FileNotFoundError as exc:
-        raise StorageError(f"{redact_url(url)} does not exist; check the path") from exc
-    except (PermissionError, OSError) as exc:
-        raise StorageError(f"cannot read {redact_url(url)}: {_describe(exc)}") from exc
-    with handle:
-        yield handle
+        with handle:
+            yield handle
 
 
 def read_bytes(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
@@ -135,17 +172,15 @@ def atomic_write(url: str, data: bytes, storage_options: dict[str, Any] | None =
     """
     fs, path = url_to_fs(url, storage_options)
     parent = posixpath.dirname(path)
-    try:
+    with failures_named(url, "write"):
+        if protocol_of(url) in _OBJECT_STORES:
+            fs.pipe_file(path, data)
+            return
         if parent:
             fs.makedirs(parent, exist_ok=True)
-        if is_local(url) or protocol_of(url) == "memory":
-            tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-            fs.pipe_file(tmp, data)
-            fs.mv(tmp, path)
-        else:
-            fs.pipe_file(path, data)
-    except (PermissionError, OSError) as exc:
-        raise StorageError(f"cannot write {redact_url(url)}: {_describe(exc)}") from exc
+        tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        fs.pipe_file(tmp, data)
+        fs.mv(tmp, path)
 
 
 def write_json(url: str, obj: Any, storage_options: dict[str, Any] | None = None) -> None:
@@ -160,13 +195,15 @@ def canonical_json(obj: Any) -> str:
 def remove(url: str, storage_options: dict[str, Any] | None = None) -> None:
     """Delete a file or a directory tree if it exists."""
     fs, path = url_to_fs(url, storage_options)
-    if _guarded(url, lambda: fs.exists(path)):
-        _guarded(url, lambda: fs.rm(path, recursive=True))
+    with failures_named(url, "delete"):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
 
 
 def size_of(url: str, storage_options: dict[str, Any] | None = None) -> int:
     fs, path = url_to_fs(url, storage_options)
-    return int(_guarded(url, lambda: fs.size(path)))
+    with failures_named(url, "access"):
+        return int(fs.size(path))
 
 
 def sha256_of(url: str, storage_options: dict[str, Any] | None = None) -> str:
@@ -177,17 +214,84 @@ def sha256_of(url: str, storage_options: dict[str, Any] | None = None) -> str:
     return digest.hexdigest()
 
 
-def _guarded(url: str, action: Any) -> Any:
-    """Run a filesystem call, turning permission and connection failures into a StorageError naming the URL."""
+@contextmanager
+def failures_named(url: str, action: str) -> Iterator[None]:
+    """Turn a storage failure inside the block into a one-line StorageError that names the URL and the fix.
+
+    Missing files, refused or missing credentials and unreachable endpoints are translated; anything else (a bug,
+    a DataError) passes through untouched.
+    """
     try:
-        return action()
-    except FileNotFoundError as exc:
-        raise StorageError(f"{redact_url(url)} does not exist; check the path") from exc
-    except (PermissionError, OSError) as exc:
-        raise StorageError(f"cannot access {redact_url(url)}: {_describe(exc)}") from exc
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        error = _translated(url, exc, action)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _translated(url: str, exc: BaseException, action: str) -> StorageError | None:
+    shown, family = redact_url(url), _family(url)
+    credentials = _CREDENTIAL_HINT.get(family, "set the credentials in the environment or fsspec's config")
+    endpoint = _ENDPOINT_HINT.get(family, "the endpoint in fsspec's config")
+    if _any_cause(exc, lambda e: _named(e, _NO_CREDENTIALS)):
+        return StorageError(
+            f"cannot {action} {shown}: no usable credentials ({_describe(exc)}); {credentials} "
+            "(Ray workers need the same environment)"
+        )
+    if _any_cause(exc, lambda e: _named(e, _UNREACHABLE)):
+        return StorageError(
+            f"cannot {action} {shown}: the storage endpoint is unreachable ({_describe(exc)}); "
+            f"check {endpoint} and the network"
+        )
+    if isinstance(exc, PermissionError) or _any_cause(exc, _denied):
+        return StorageError(
+            f"cannot {action} {shown}: access denied ({_describe(exc)}); check the credentials ({credentials}), "
+            f"that they may {action} this location, and {endpoint}"
+        )
+    if isinstance(exc, FileNotFoundError):
+        if action == "write" and family in _CREDENTIAL_HINT:
+            return StorageError(f"cannot write {shown}: its bucket or container does not exist; create it first")
+        return StorageError(f"{shown} does not exist; check the path")
+    if isinstance(exc, OSError):
+        return StorageError(f"cannot {action} {shown}: {_describe(exc)}")
+    return None
+
+
+def _family(url: str) -> str:
+    protocol = protocol_of(url)
+    return _FAMILY.get(protocol, protocol)
+
+
+def _any_cause(exc: BaseException, test: Any) -> bool:
+    """Whether the exception or anything it was raised from passes `test` (s3fs wraps botocore's errors)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if test(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _named(exc: BaseException, names: frozenset[str]) -> bool:
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def _denied(exc: BaseException) -> bool:
+    """A botocore ClientError (or alike) whose error code means the credentials were refused."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code) in _DENIED_CODES or getattr(exc, "status", None) in (401, 403)
 
 
 def _describe(exc: BaseException) -> str:
     """A short reason without the exception's arguments, which may echo request headers or keys."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for name, value in os.environ.items():
+        if len(value) >= 8 and any(word in name.upper() for word in _SECRET_ENV_WORDS) and value in text:
+            text = text.replace(value, "***")
     return text[:200]

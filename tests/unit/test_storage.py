@@ -1,17 +1,24 @@
-"""storage.py: URLs, atomic writes, canonical JSON and the errors that name the URL (never its credentials)."""
+"""storage.py: URLs, atomic writes, canonical JSON, s3/gs/az, and errors that name the URL (never its credentials)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
 
+from tests.conftest import PENGUINS, S3_SECRET, free_port
 from vae_pipeline import storage
+from vae_pipeline.config import DataConfig
+from vae_pipeline.data import open_source
 from vae_pipeline.errors import StorageError
 
 
@@ -235,3 +242,260 @@ def test_open_url_missing_memory_names_the_url(memory_root: str) -> None:
     with pytest.raises(StorageError) as info:
         storage.sha256_of(url)
     assert "nothing.bin" in str(info.value)
+
+
+# ------------------------------------------------------------------ cloud URLs: s3 on a local moto server, gs, az
+
+
+def _fresh(**options: object) -> dict[str, object]:
+    """Storage options for a new filesystem instance, so it reads the environment as the test left it."""
+    return {"skip_instance_cache": True, **options}
+
+
+def _assert_one_line_without_secrets(message: str, *secrets: str) -> None:
+    assert "\n" not in message
+    for secret in (S3_SECRET, *secrets):
+        assert secret not in message
+
+
+def test_s3_round_trip(s3_bucket: str) -> None:
+    base = f"s3://{s3_bucket}/run"
+    storage.atomic_write(f"{base}/part-00001.bin", b"one")
+    storage.write_json(f"{base}/_manifest.json", {"rows": 1})
+    storage.atomic_write(f"{base}/part-00000.bin", b"zero")
+
+    assert storage.list_urls(base, "part-*") == [f"{base}/part-00000.bin", f"{base}/part-00001.bin"]
+    assert storage.read_json(f"{base}/_manifest.json") == {"rows": 1}
+    assert storage.size_of(f"{base}/part-00000.bin") == 4
+    assert storage.sha256_of(f"{base}/part-00001.bin") == hashlib.sha256(b"one").hexdigest()
+    storage.remove(base)
+    assert not storage.exists(f"{base}/part-00000.bin")
+    assert storage.list_urls(base) == []
+
+
+def test_s3_write_to_a_missing_bucket_does_not_create_it(s3_server: str) -> None:
+    bucket = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StorageError) as info:
+        storage.atomic_write(f"s3://{bucket}/model/bundle.json", b"{}")
+
+    assert str(info.value) == (
+        f"cannot write s3://{bucket}/model/bundle.json: its bucket or container does not exist; create it first"
+    )
+    assert not storage.exists(f"s3://{bucket}")
+
+
+def test_s3_read_from_a_missing_bucket_names_the_url(s3_server: str) -> None:
+    with pytest.raises(StorageError, match=r"^s3://no-such-bucket-x/a\.json does not exist; check the path$"):
+        storage.read_json("s3://no-such-bucket-x/a.json")
+    assert storage.list_urls("s3://no-such-bucket-x/out", "part-*") == []
+
+
+_OPERATIONS = {
+    "read": lambda url, options: storage.read_bytes(url, options),
+    "write": lambda url, options: storage.atomic_write(url, b"x", options),
+    "access": lambda url, options: storage.exists(url, options),
+    "list": lambda url, options: storage.list_urls(url, "*", options),
+}
+
+
+@pytest.mark.parametrize("action", sorted(_OPERATIONS))
+def test_s3_missing_credentials_name_the_url_and_the_fix(
+    action: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"s3://{s3_bucket}/data/x.parquet"
+    storage.atomic_write(url, b"payload")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+
+    with pytest.raises(StorageError) as info:
+        _OPERATIONS[action](url, _fresh())
+
+    message = str(info.value)
+    assert message.startswith(f"cannot {action} {url}: no usable credentials (Unable to locate credentials); ")
+    assert message.endswith(
+        "; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an IAM role "
+        "(Ray workers need the same environment)"
+    )
+    _assert_one_line_without_secrets(message)
+
+
+@pytest.fixture()
+def s3_auth(s3_server: str) -> Iterator[dict[str, str]]:
+    """Make the moto server check signatures; yields the keys of a real IAM user created for the test."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=s3_server)
+    user = f"user-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    previous = _set_moto_auth(s3_server, "0")  # every request from now on is authenticated
+    try:
+        yield {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+    finally:
+        _set_moto_auth(s3_server, previous)
+
+
+def _set_moto_auth(endpoint: str, count: str) -> str:
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth", data=count.encode(), method="POST", headers={"Content-Type": "text/plain"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(json.loads(response.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"])
+
+
+@pytest.mark.parametrize("wrong", ["unknown key id", "wrong secret"])
+@pytest.mark.parametrize("action", ["read", "write", "access"])
+def test_s3_wrong_credentials_name_the_url_never_the_secret(
+    wrong: str, action: str, s3_bucket: str, s3_auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"s3://{s3_bucket}/data/x.parquet"
+    bad_secret = "wr0ng-s3cret-value-abc"
+    key_id = "AKIAUNKNOWNKEYID0000" if wrong == "unknown key id" else s3_auth["id"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", bad_secret)
+
+    with pytest.raises(StorageError) as info:
+        _OPERATIONS[action](url, _fresh())
+
+    message = str(info.value)
+    assert message.startswith(f"cannot {action} {url}: access denied (")
+    assert message.endswith(
+        "check the credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an IAM role), "
+        f"that they may {action} this location, and FSSPEC_S3_ENDPOINT_URL or AWS_ENDPOINT_URL"
+    )
+    _assert_one_line_without_secrets(message, bad_secret, s3_auth["secret"])
+
+
+def test_s3_unreachable_endpoint_fails_fast_and_names_the_endpoint_setting(s3_bucket: str) -> None:
+    url = f"s3://{s3_bucket}/data/x.parquet"
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.perf_counter()
+    with pytest.raises(StorageError) as info:
+        storage.read_bytes(url, _fresh(endpoint_url=closed))
+
+    message = str(info.value)
+    assert time.perf_counter() - started < 30  # s3fs and botocore retry, but a refused connection is quick
+    assert message.startswith(f"cannot read {url}: the storage endpoint is unreachable (Could not connect")
+    assert message.endswith("check FSSPEC_S3_ENDPOINT_URL or AWS_ENDPOINT_URL and the network")
+    _assert_one_line_without_secrets(message)
+
+
+def test_s3_input_without_credentials_is_a_storage_error_naming_the_input(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"s3://{s3_bucket}/input/penguins.parquet"
+    storage.atomic_write(url, Path(PENGUINS).read_bytes())
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+
+    with pytest.raises(StorageError, match=rf"^cannot list {url}: no usable credentials"):
+        open_source(DataConfig(input_url=url, storage_options=_fresh()))
+
+
+def test_failures_named_scrubs_secret_values_a_client_echoes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "az-key-value-12345")
+    with pytest.raises(StorageError) as info, storage.failures_named("az://c/x", "read"):
+        raise OSError(f"request failed: key={S3_SECRET} account_key=az-key-value-12345\nheaders: ...")
+
+    assert str(info.value) == "cannot read az://c/x: request failed: key=*** account_key=***"
+
+
+def _client_error(code: str) -> OSError:
+    """What s3fs raises for an error code it does not map: an OSError caused by botocore's ClientError."""
+
+    class ClientError(Exception):
+        def __init__(self, response: dict[str, Any]) -> None:
+            super().__init__("An error occurred")
+            self.response = response
+
+    wrapped = OSError(5, "denied")
+    wrapped.__cause__ = ClientError({"Error": {"Code": code, "Message": "denied"}})
+    return wrapped
+
+
+def _named_error(name: str, message: str) -> Exception:
+    return type(name, (Exception,), {})(message)
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "expected"),
+    [
+        (
+            "gs://b/k",
+            _named_error("DefaultCredentialsError", "Your default credentials were not found."),
+            "cannot read gs://b/k: no usable credentials (Your default credentials were not found.); "
+            "set GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login` "
+            "(Ray workers need the same environment)",
+        ),
+        (
+            "abfs://c/k",
+            _named_error("ClientConnectorError", "Cannot connect to host acct.blob.core.windows.net:443"),
+            "cannot read abfs://c/k: the storage endpoint is unreachable (Cannot connect to host "
+            "acct.blob.core.windows.net:443); check the endpoint in fsspec's config and the network",
+        ),
+        (
+            "s3a://b/k",
+            _client_error("ExpiredToken"),
+            "cannot read s3a://b/k: access denied ([Errno 5] denied); check the credentials (set AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an IAM role), that they may read this location, and "
+            "FSSPEC_S3_ENDPOINT_URL or AWS_ENDPOINT_URL",
+        ),
+        ("s3://b/k", _client_error("SlowDown"), "cannot read s3://b/k: [Errno 5] denied"),
+    ],
+)
+def test_failures_named_translates_cloud_client_errors_by_name(url: str, error: Exception, expected: str) -> None:
+    with pytest.raises(StorageError) as info, storage.failures_named(url, "read"):
+        raise error
+
+    assert str(info.value) == expected
+
+
+def test_failures_named_lets_other_errors_through() -> None:
+    with pytest.raises(KeyError), storage.failures_named("s3://b/k", "read"):
+        raise KeyError("not a storage failure")
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "module"),
+    [
+        ("gs://bucket/data/x.parquet", {"token": "anon"}, "gcsfs"),
+        ("gcs://bucket/data/x.parquet", {"token": "anon"}, "gcsfs"),
+        ("az://container/data/x.parquet", {"account_name": "devstoreaccount1", "anon": True}, "adlfs"),
+        ("abfs://container/data/x.parquet", {"account_name": "devstoreaccount1", "anon": True}, "adlfs"),
+    ],
+)
+def test_gs_and_az_urls_resolve_through_the_cloud_extra(url: str, options: dict[str, object], module: str) -> None:
+    fs, path = storage.url_to_fs(url, options)  # anonymous: builds the client without touching the network
+
+    assert type(fs).__module__.split(".")[0] == module
+    assert path == url.split("://", 1)[1]
+
+
+def test_az_without_an_account_says_which_variables_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(StorageError) as info:
+        storage.url_to_fs("az://container/data.parquet", _fresh())
+
+    message = str(info.value)
+    assert message.startswith("cannot open az://container/data.parquet: ")
+    assert message.endswith(
+        "set AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY, or sign in for DefaultAzureCredential"
+    )
+
+
+@pytest.mark.parametrize(("protocol", "package"), [("s3", "s3fs"), ("gs", "gcsfs"), ("az", "adlfs")])
+def test_an_uninstalled_filesystem_names_the_cloud_extra(
+    protocol: str, package: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, package, None)  # `import package` now raises ImportError
+    monkeypatch.delitem(sys.modules["fsspec.registry"]._registry, protocol, raising=False)  # forget the loaded class
+    url = f"{protocol}://bucket/synthetic"
+
+    with pytest.raises(StorageError) as info:
+        storage.list_urls(url, "part-*", _fresh())
+
+    assert str(info.value) == (
+        f"cannot open {url}: the '{protocol}' filesystem is not installed; "
+        f"run `pip install 'vae-pipeline[cloud]'` (it brings {package})"
+    )

@@ -94,7 +94,9 @@ def _train(config: PipelineConfig, source: Any, stamp: list[dict[str, Any]]) -> 
     run_name = config.training.run_name or f"run-{run_key[:12]}"
     result = _fit(config, model_config, datasets, run_key, run_name)
     bundle = _bundle_from_checkpoint(result, model_config, transform, config)
-    logger.info("model bundle written to %s (fingerprint %s)", config.model_url, bundle.fingerprint[:12])
+    logger.info(
+        "model bundle written to %s (fingerprint %s)", storage.redact_url(config.model_url), bundle.fingerprint[:12]
+    )
     return bundle
 
 
