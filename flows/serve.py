@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from flows.augment import augment
 from vae_pipeline.errors import ConfigError
 
-DEFAULT_NAME = "augment"
+DEFAULT_NAME = "augment-serve"  # prefect.yaml registers vae-augment/augment; serving must not replace it
 
 
 def cron_schedule(cron: str, timezone: str = "UTC") -> CronSchedule:

@@ -230,7 +230,7 @@ def serve(
     config: Annotated[str, typer.Argument(help="YAML config URL, read again at every run")],
     cron: Annotated[str, typer.Option("--cron", help="schedule, e.g. '0 2 * * *' for 02:00 daily")],
     timezone: Annotated[str, typer.Option("--timezone", help="the cron's time zone")] = "UTC",
-    name: Annotated[str, typer.Option("--name", help="deployment name (flow vae-augment)")] = "augment",
+    name: Annotated[str, typer.Option("--name", help="deployment name (flow vae-augment)")] = "augment-serve",
 ) -> None:
     """Serve the flow on a cron schedule from this process (Prefect `serve`; PREFECT_API_URL picks the server)."""
     from flows.serve import cron_schedule, serve_augment  # Prefect is imported only here

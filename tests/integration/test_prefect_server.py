@@ -136,3 +136,29 @@ def _deployment(client: Any, name: str) -> Any:
 def _final_state(client: Any, flow_run_id: Any) -> Any:
     state = client.read_flow_run(flow_run_id).state
     return state if state is not None and state.is_final() else None
+
+
+def test_prefect_yaml_registers_the_augment_deployment_and_its_schedule(prefect_server: dict[str, str]) -> None:
+    def prefect(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            cwd=REPO,
+            env=prefect_server,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    created = prefect("work-pool", "create", "vae-pipeline-process", "--type", "process")
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = prefect("--no-prompt", "deploy", "-n", "augment")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    with temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name("vae-augment/augment")
+            schedules = client.read_deployment_schedules(deployment.id)
+    assert deployment.work_pool_name == "vae-pipeline-process"
+    assert deployment.entrypoint == "flows/augment.py:augment"
+    assert deployment.parameters == {"config_url": "configs/demo.yaml"}
+    assert [(s.schedule.cron, s.active) for s in schedules] == [("0 2 * * *", True)]
