@@ -26,12 +26,13 @@ from vae_pipeline.bundle import default_statistics_url
 from vae_pipeline.config import PipelineConfig, load_config, parse_config
 from vae_pipeline.errors import VaePipelineError
 from vae_pipeline.evaluation.job import run_evaluation
-from vae_pipeline.evaluation.store import MARKDOWN_FILE, default_evaluation_url
+from vae_pipeline.evaluation.store import MARKDOWN_FILE, REPORT_FILE, default_evaluation_url
 from vae_pipeline.generation.job import run_generation
-from vae_pipeline.generation.manifest import read_manifest
+from vae_pipeline.generation.manifest import manifest_url, read_manifest
 from vae_pipeline.generation.writer import ShardRecord
 from vae_pipeline.logs import log_context
 from vae_pipeline.posterior.job import run_statistics
+from vae_pipeline.ray_jobs import config_for_job, is_jobs_address, run_step_as_job, step_entrypoint
 from vae_pipeline.training.ray_train import run_training
 
 StepResult = dict[str, Any]  # {"step", "url", "seconds", "cached"}
@@ -70,28 +71,54 @@ def _run_step(step: str, artifact_url: str, action: Any) -> StepResult:
     return {"step": step, "url": url, "seconds": seconds, "cached": cached}
 
 
+def on_cluster_or_here(pipeline: PipelineConfig, command: str, result_url: str, here: Any, **options: Any) -> Any:
+    """Run a step here (local Ray, `auto` or `ray://`), or as a Ray Job when `ray.address` is a dashboard URL.
+
+    The job's submission id derives from the flow run and the step, so a retry of this task attaches to a job
+    still running and skips one that succeeded (`vae_pipeline.ray_jobs`); the job runs the same CLI step with this
+    flow's config, written beside the model where every node can read it.
+    """
+    address = pipeline.ray.address
+    if not is_jobs_address(address):
+        return here
+    flow_run = _flow_run_id()
+    config_url = storage.join_url(pipeline.model_url, "_runs", flow_run, "config.json")
+    storage.write_json(config_url, config_for_job(pipeline).to_json())
+    entrypoint = step_entrypoint(command, config_url, **options)
+    logger = get_run_logger()
+
+    def as_job() -> str:
+        run_step_as_job(address, f"vae-{flow_run}-{command}", entrypoint, log=logger.info)
+        return result_url
+
+    return as_job
+
+
 @task(name="train", **_TASK_OPTIONS)
 def train_task(config: dict[str, Any]) -> StepResult:
     pipeline = parse_config(config)
-    return _run_step("train", pipeline.model_url, lambda: run_training(pipeline))
+    action = on_cluster_or_here(pipeline, "train", pipeline.model_url, lambda: run_training(pipeline))
+    return _run_step("train", pipeline.model_url, action)
 
 
 @task(name="statistics", **_TASK_OPTIONS)
 def statistics_task(config: dict[str, Any], model_url: str) -> StepResult:
     pipeline = parse_config(config)
     statistics_url = default_statistics_url(model_url)
-    return _run_step("statistics", statistics_url, lambda: run_statistics(pipeline, model_url=model_url))
+    here = lambda: run_statistics(pipeline, model_url=model_url)  # noqa: E731
+    action = on_cluster_or_here(pipeline, "stats", statistics_url, here, model=model_url)
+    return _run_step("statistics", statistics_url, action)
 
 
 @task(name="evaluate", **_TASK_OPTIONS)
 def evaluate_task(config: dict[str, Any], model_url: str, statistics_url: str) -> StepResult:
     """Score every sampler and publish the report's Markdown as a flow artifact."""
     pipeline = parse_config(config)
-    result = _run_step(
-        "evaluate",
-        default_evaluation_url(model_url),
-        lambda: run_evaluation(pipeline, model_url=model_url, statistics_url=statistics_url),
-    )
+    evaluation_url = default_evaluation_url(model_url)
+    here = lambda: run_evaluation(pipeline, model_url=model_url, statistics_url=statistics_url)  # noqa: E731
+    report_url = storage.join_url(evaluation_url, REPORT_FILE)
+    action = on_cluster_or_here(pipeline, "evaluate", report_url, here, model=model_url, statistics=statistics_url)
+    result = _run_step("evaluate", evaluation_url, action)
     markdown = storage.read_bytes(storage.join_url(default_evaluation_url(model_url), MARKDOWN_FILE)).decode()
     create_markdown_artifact(markdown=markdown, key="sampler-evaluation", description="Which sampler? (vae-pipeline)")
     return result
@@ -107,10 +134,15 @@ def generate_task(config: dict[str, Any], model_url: str, statistics_url: str) -
 
     pipeline = parse_config(config).with_overrides({"generation.resume": True})
     output_url = pipeline.generation.output_url
+    here = lambda: run_generation(  # noqa: E731
+        pipeline, model_url=model_url, statistics_url=statistics_url, on_shard=log_shard
+    )
+    options = {"model": model_url, "statistics": statistics_url, "resume": True}
+    action = on_cluster_or_here(pipeline, "generate", manifest_url(output_url), here, **options)
     before = read_manifest(output_url)
     started = time.perf_counter()
     with log_context(run_id=_flow_run_id(), step="generate"):
-        url = run_generation(pipeline, model_url=model_url, statistics_url=statistics_url, on_shard=log_shard)
+        url = action()
     after = read_manifest(output_url)
     cached = before is not None and after is not None and before.to_json() == after.to_json()
     return {"step": "generate", "url": url, "seconds": round(time.perf_counter() - started, 2), "cached": cached}

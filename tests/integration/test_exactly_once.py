@@ -215,4 +215,3 @@ def _wait_for(condition: object, timeout: float) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"condition not met within {timeout} s")
-

@@ -24,6 +24,7 @@ from tests.integration.test_cli import assert_one_line_error, vae_pipeline
 from vae_pipeline.generation.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
+SERVE = [sys.executable, "-m", "vae_pipeline.cli", "serve"]
 
 
 def _free_port() -> int:
@@ -92,8 +93,7 @@ def test_serve_registers_the_schedule_and_a_triggered_run_completes(
     config_path.write_text(yaml.safe_dump(config.to_json()))
     log = (tmp_path / "serve.log").open("wb")
     serving = subprocess.Popen(
-        [sys.executable, "-m", "vae_pipeline.cli", "serve", str(config_path), "--cron", "0 2 * * *"]
-        + ["--timezone", "Europe/Paris", "--name", "nightly"],
+        [*SERVE, str(config_path), "--cron", "0 2 * * *", "--timezone", "Europe/Paris", "--name", "nightly"],
         cwd=REPO,
         env=prefect_server,
         stdout=log,
@@ -101,16 +101,18 @@ def test_serve_registers_the_schedule_and_a_triggered_run_completes(
         start_new_session=True,
     )
     try:
-        with temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
-            with get_client(sync_client=True) as client:
-                deployment = _wait_for(lambda: _deployment(client, "vae-augment/nightly"), 180, "registration")
-                schedules = client.read_deployment_schedules(deployment.id)
-                assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in schedules] == [
-                    ("0 2 * * *", "Europe/Paris", True)
-                ]
-                assert deployment.parameters == {"config_url": str(config_path)}
-                run = client.create_flow_run_from_deployment(deployment.id)
-                final = _wait_for(lambda: _final_state(client, run.id), 420, "the triggered run finishing", 2)
+        with (
+            temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}),
+            get_client(sync_client=True) as client,
+        ):
+            deployment = _wait_for(lambda: _deployment(client, "vae-augment/nightly"), 180, "registration")
+            schedules = client.read_deployment_schedules(deployment.id)
+            assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in schedules] == [
+                ("0 2 * * *", "Europe/Paris", True)
+            ]
+            assert deployment.parameters == {"config_url": str(config_path)}
+            run = client.create_flow_run_from_deployment(deployment.id)
+            final = _wait_for(lambda: _final_state(client, run.id), 420, "the triggered run finishing", 2)
         assert final.is_completed(), (tmp_path / "serve.log").read_text()[-3000:]
     finally:
         _stop(serving)
@@ -154,10 +156,12 @@ def test_prefect_yaml_registers_the_augment_deployment_and_its_schedule(prefect_
     assert created.returncode == 0, created.stdout + created.stderr
     deployed = prefect("--no-prompt", "deploy", "-n", "augment")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    with temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
-        with get_client(sync_client=True) as client:
-            deployment = client.read_deployment_by_name("vae-augment/augment")
-            schedules = client.read_deployment_schedules(deployment.id)
+    with (
+        temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
+        deployment = client.read_deployment_by_name("vae-augment/augment")
+        schedules = client.read_deployment_schedules(deployment.id)
     assert deployment.work_pool_name == "vae-pipeline-process"
     assert deployment.entrypoint == "flows/augment.py:augment"
     assert deployment.parameters == {"config_url": "configs/demo.yaml"}
