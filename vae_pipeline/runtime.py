@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 from typing import Any
 
 import ray
@@ -23,6 +25,7 @@ logger = logging.getLogger(__name__)
 # Inherited by every Ray process this driver starts. The Train controller polls workers for reports at this
 # interval, and a worker's next report waits for the previous one to be taken: the 2 s default would add up to
 # 2 s to every short epoch.
+CONNECT_TIMEOUT_S = 30.0
 _RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
@@ -34,6 +37,7 @@ def ensure_ray(config: RayConfig) -> None:
         os.environ.setdefault(key, value)
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if config.address:
+        _check_reachable(config.address)
         kwargs["address"] = config.address
     elif config.num_cpus:
         kwargs["num_cpus"] = config.num_cpus
@@ -46,6 +50,34 @@ def ensure_ray(config: RayConfig) -> None:
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     ray.data.DataContext.get_current().enable_progress_bars = False
     logger.info("ray ready: %s", ray.cluster_resources())
+
+
+def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """A GCS `host:port` that does not answer makes `ray.init` wait for minutes; fail within a bounded time instead.
+
+    `auto` and `ray://` addresses are left to Ray, which fails fast on them; `http://` addresses are for Ray Jobs.
+    """
+    if address == "auto" or "://" in address:
+        if address.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"ray.address {address!r} is a dashboard address: it submits the flow's steps as Ray Jobs, and a "
+                "single step connects with `auto` (inside the cluster), HOST:6379 or ray://HOST:10001"
+            )
+        return
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
+                return
+        except (OSError, ValueError) as exc:
+            if time.monotonic() >= deadline or isinstance(exc, ValueError):
+                raise ConfigError(
+                    f"cannot reach the Ray cluster at {address!r} within {timeout_s:.0f}s ({exc}); is the head "
+                    f"running? check with `ray status --address {address}`, and that ray.address is HOST:PORT of "
+                    "its GCS (6379 by default)"
+                ) from exc
+            time.sleep(1)
 
 
 def shutdown_ray() -> None:
