@@ -279,6 +279,13 @@ def describe(url: str, verify: bool = False) -> dict[str, Any]:
         statistics_url = default_statistics_url(url)
         if storage.exists(storage.join_url(statistics_url, "posterior.json")):
             summary["aggregate posterior"] = _posterior_summary(statistics_url)
+        from vae_pipeline import steps
+        from vae_pipeline.evaluation.store import default_evaluation_url
+
+        urls = {"train": url, "statistics": statistics_url, "evaluate": default_evaluation_url(url)}
+        history = run_history({"history": steps.history(urls)})
+        if history:
+            summary["history"] = history
         return summary
     raise StorageError(f"nothing to inspect at {storage.redact_url(url)}: no bundle, statistics or manifest there")
 

@@ -97,6 +97,17 @@ def file_digest(url: str) -> str | None:
     return storage.sha256_of(url) if storage.exists(url) else None
 
 
+def history(urls: dict[str, str]) -> list[dict[str, Any]]:
+    """The records of the given steps ({step: artifact URL}) that exist: when, how long, peak memory."""
+    found = []
+    for step, url in urls.items():
+        record = read_record(url)
+        if record is not None:
+            entry = {k: v for k, v in record.to_json().items() if k not in ("key", "artifact")}
+            found.append({**entry, "step": step, "url": storage.redact_url(url)})
+    return found
+
+
 def write_record(url: str, record: StepRecord) -> None:
     storage.write_json(storage.join_url(url, STEP_FILE), record.to_json())
 

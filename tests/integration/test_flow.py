@@ -18,6 +18,7 @@ from tests.conftest import PENGUINS
 from tests.integration.conftest import TrainedModel, tiny_config
 from vae_pipeline import steps
 from vae_pipeline.bundle import default_statistics_url, stored_fingerprint
+from vae_pipeline.cli import describe
 from vae_pipeline.errors import DataError
 from vae_pipeline.generation.manifest import read_manifest
 
@@ -47,6 +48,9 @@ def test_a_rerun_on_unchanged_data_reuses_every_step_and_new_data_retrains(ray_i
     manifest = read_manifest(config["generation"]["output_url"])
     assert manifest is not None and all(records.values())
     assert [entry["step"] for entry in manifest.extra["history"]] == ["train", "statistics", "evaluate"]
+    shown = describe(config["generation"]["output_url"])["history"]
+    assert list(shown) == ["train", "statistics", "evaluate", "generate"] and "peak RSS" in shown["train"]
+    assert list(describe(model_url)["history"]) == ["train", "statistics", "evaluate"]
 
     second = augment(config=config, return_state=True)
     assert second.is_completed()

@@ -112,14 +112,8 @@ def run_generation(
 
 def step_history(model_url: str, statistics_url: str) -> list[dict[str, Any]]:
     """What the upstream steps recorded (when, how long, peak memory), so a dataset carries its lineage."""
-    urls = {"train": model_url, "statistics": statistics_url, "evaluate": default_evaluation_url(model_url)}
-    history = []
-    for step, url in urls.items():
-        record = steps.read_record(url)
-        if record is not None:
-            entry = {k: v for k, v in record.to_json().items() if k not in ("key", "artifact")}
-            history.append({**entry, "step": step, "url": storage.redact_url(url)})
-    return history
+    evaluation_url = default_evaluation_url(model_url)
+    return steps.history({"train": model_url, "statistics": statistics_url, "evaluate": evaluation_url})
 
 
 def load_artifacts(model_url: str, statistics_url: str) -> tuple[ModelBundle, AggregatePosterior]:
