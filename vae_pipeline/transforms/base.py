@@ -124,3 +124,25 @@ class ColumnTransform(ABC):
 
     @abstractmethod
     def _spans(self, offset: int) -> list[Span]: ...
+
+
+def row_argmax(block: np.ndarray) -> np.ndarray:
+    """(B, w) -> (B,) int64 index of each row's largest entry, the first on ties; NaN never wins.
+
+    Branch-free passes over whole columns: the blocks are narrow and generation hands them over column-major,
+    where `np.argmax(block, axis=1)` first copies the block into row order and then loops over tiny rows (about
+    10x slower); masked assignments (`putmask`, `where`) mispredict on random draws and are as slow.
+    """
+    width = block.shape[1]
+    best = block[:, 0].copy()
+    for k in range(1, width):
+        np.fmax(best, block[:, k], out=best)
+    dtype = np.uint8 if width <= 256 else np.int64  # narrow integers keep the passes cheap
+    index = np.zeros(len(block), dtype=dtype)
+    found = block[:, 0] == best
+    for k in range(1, width):
+        hit = block[:, k] == best
+        hit &= ~found
+        found |= hit
+        np.add(index, hit.view(np.uint8).astype(dtype, copy=False) * dtype(k), out=index)
+    return index.astype(np.int64)

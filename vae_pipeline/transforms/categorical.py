@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from vae_pipeline.errors import DataError
 from vae_pipeline.layout import Span
 from vae_pipeline.transforms.arrow_types import ArrayLike, dense_values, storage_type
-from vae_pipeline.transforms.base import ColumnTransform
+from vae_pipeline.transforms.base import ColumnTransform, row_argmax
 from vae_pipeline.transforms.profile import ColumnProfile
 
 _SHOWN_VALUES = 5
@@ -82,7 +82,7 @@ class CategoricalColumn(ColumnTransform):
         return block
 
     def _inverse_transform(self, block: np.ndarray) -> pa.Array:
-        return self._decode(np.argmax(block, axis=1))
+        return self._decode(row_argmax(block))
 
     def _spans(self, offset: int) -> list[Span]:
         return [Span("softmax", offset, offset + len(self.categories_), self.column)]

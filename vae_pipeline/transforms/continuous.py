@@ -12,13 +12,11 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import BayesianGaussianMixture
 
 from vae_pipeline.errors import DataError
 from vae_pipeline.layout import Span
 from vae_pipeline.transforms.arrow_types import ArrayLike, is_temporal, numeric_to_arrow, numeric_values
-from vae_pipeline.transforms.base import ColumnTransform
+from vae_pipeline.transforms.base import ColumnTransform, row_argmax
 from vae_pipeline.transforms.profile import ColumnProfile
 
 logger = logging.getLogger(__name__)
@@ -95,15 +93,22 @@ class ContinuousColumn(ColumnTransform):
         return np.argmax(log_resp, axis=1)
 
     def _inverse_transform(self, block: np.ndarray) -> pa.Array:
+        # In place, one pass per step: generation decodes tens of thousands of rows per call.
         n_modes = len(self.means_)
-        modes = np.argmax(block[:, 1 : 1 + n_modes], axis=1)
-        alpha = np.clip(block[:, 0].astype(np.float64), -1.0, 1.0)
-        values = alpha * 4.0 * np.asarray(self.stds_)[modes] + np.asarray(self.means_)[modes]
-        values = np.clip(values, self.minimum_, self.maximum_)
+        values = np.clip(block[:, 0], -1.0, 1.0).astype(np.float64)  # alpha
+        values *= 4.0
+        if n_modes == 1:
+            values *= self.stds_[0]
+            values += self.means_[0]
+        else:
+            modes = row_argmax(block[:, 1 : 1 + n_modes])
+            values *= np.take(np.asarray(self.stds_), modes)
+            values += np.take(np.asarray(self.means_), modes)
+        np.clip(values, self.minimum_, self.maximum_, out=values)
         if self.rounds:
-            values = np.rint(values)
+            np.rint(values, out=values)
         elif self.decimals_ is not None:
-            values = np.round(values, self.decimals_)
+            np.round(values, self.decimals_, out=values)
         nulls = block[:, -1] > 0.5 if self.has_nulls_ else np.zeros(len(block), dtype=bool)
         return numeric_to_arrow(values, nulls, self.arrow_type)
 
@@ -135,6 +140,10 @@ def _decimals(sample: np.ndarray, most: int = 4) -> int | None:
 
 def _fit_modes(sample: np.ndarray, max_modes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(weights, means, stds) of the kept mixture components, in the column's own units."""
+    # Imported here: scikit-learn takes about a second to import, and generation workers never fit.
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import BayesianGaussianMixture
+
     center, scale = float(sample.mean()), float(sample.std())
     if scale == 0.0 or len(np.unique(sample)) < 2:  # a constant column: one mode of width zero
         return np.ones(1), np.array([center]), np.zeros(1)

@@ -155,3 +155,62 @@ def test_bad_config_is_refused(kwargs: dict[str, object]) -> None:
     fields: dict[str, object] = {"data_dim": D, "latent_dim": L, "hidden_dims": [8], "spans": SPANS, **kwargs}
     with pytest.raises(ConfigError):
         MLPVAEConfig(**fields)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the generation hot path
+
+
+def test_feature_major_decode_is_the_transposed_decode() -> None:
+    for condition_dim in (0, 2):
+        model = make_model(condition_dim)
+        z = torch.randn(7, L, generator=torch.Generator().manual_seed(0))
+        c = torch.eye(2)[torch.tensor([0, 1, 1, 0, 1, 0, 0])] if condition_dim else None
+        raw_t = model.decode_feature_major(z, c)
+        assert raw_t.shape == (D, 7) and raw_t.is_contiguous()
+        torch.testing.assert_close(raw_t, model.decode(z, c).T)
+
+
+def test_sample_feature_major_writes_into_a_buffer_slice() -> None:
+    model = make_model()
+    raw_t = torch.randn(D, 50, generator=torch.Generator().manual_seed(1)) * 3
+    expected = model.sample_feature_major(raw_t, torch.Generator().manual_seed(2))
+    buffer = torch.full((D, 120), -7.0)
+    returned = model.sample_feature_major(raw_t, torch.Generator().manual_seed(2), out=buffer[:, 30:80])
+    assert returned.data_ptr() == buffer[:, 30:80].data_ptr()
+    torch.testing.assert_close(buffer[:, 30:80], expected, rtol=0, atol=0)
+    assert torch.all(buffer[:, :30] == -7.0) and torch.all(buffer[:, 80:] == -7.0)
+    torch.testing.assert_close(model.sample_output(raw_t.T, torch.Generator().manual_seed(2)), expected.T)
+
+
+def test_softmax_draw_never_picks_a_slot_of_zero_weight() -> None:
+    model = make_model()
+    raw = torch.zeros(20_000, D)
+    raw[:, 3:6] = torch.tensor([-1e4, 0.0, -1e4])  # slots 3 and 5 have weight exp(-1e4) = 0 in float32
+    raw[:, 6:8] = torch.tensor([0.0, -200.0])
+    out = model.sample_output(raw, torch.Generator().manual_seed(0))
+    assert torch.all(out[:, 4] == 1) and torch.all(out[:, 6] == 1)
+
+
+def test_softmax_draw_matches_the_probabilities_of_a_wide_group() -> None:
+    spans = [Span("softmax", 0, 7, "wide")]
+    model = build_model(MLPVAEConfig(7, 2, [4], spans))
+    probs = torch.tensor([0.05, 0.3, 0.0, 0.15, 0.2, 0.1, 0.2])
+    raw = torch.log(probs).expand(50_000, 7)
+    drawn = model.sample_output(raw, torch.Generator().manual_seed(0)).mean(0)
+    torch.testing.assert_close(drawn, probs, atol=0.008, rtol=0)  # about 4 standard errors
+
+
+def test_latent_affine_is_folded_into_the_first_layer() -> None:
+    for condition_dim in (0, 2):
+        model = make_model(condition_dim)
+        gen = torch.Generator().manual_seed(3)
+        shift, scale = torch.randn(L, generator=gen), torch.randn(L, L, generator=gen)
+        eps = torch.randn(11, L, generator=gen)
+        c = torch.eye(2)[torch.randint(0, 2, (11,), generator=gen)] if condition_dim else None
+        fused = model.with_latent_affine(shift, scale)
+        expected = model.decode(shift + eps @ scale.T, c)
+        torch.testing.assert_close(fused.decode(eps, c), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused.decode_feature_major(eps, c), expected.T, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.decode(eps, c), make_model(condition_dim).decode(eps, c))  # untouched
+    with pytest.raises(ValueError, match="shift must be"):
+        model.with_latent_affine(torch.zeros(L + 1), torch.eye(L))

@@ -10,9 +10,10 @@ import pytest
 
 from tests.unit.samplers.synthetic import CLASS_LABELS, synthetic_posterior
 from vae_pipeline.config import SamplerConfig
-from vae_pipeline.errors import ConfigError
+from vae_pipeline.errors import ConfigError, NotFittedError
 from vae_pipeline.posterior.aggregate import AggregatePosterior
 from vae_pipeline.samplers import SAMPLERS, build_sampler
+from vae_pipeline.samplers.base import standard_normal
 from vae_pipeline.samplers.conditional import ConditionalSampler
 from vae_pipeline.samplers.empirical import EmpiricalSampler
 from vae_pipeline.samplers.gaussian import GaussianSampler
@@ -127,3 +128,46 @@ def test_a_million_rows_of_sixteen_dims_is_fast(name: str) -> None:
     elapsed = time.perf_counter() - start
     assert sample.z.shape == (1_000_000, dim)
     assert elapsed < 2.0  # typically a few tenths of a second; generous so a busy CI machine does not flake
+
+
+# ------------------------------------------------------------------ the affine form generation folds into the decoder
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        SamplerConfig(name="prior", temperature=0.7),
+        SamplerConfig(name="gaussian"),
+        SamplerConfig(name="gaussian", diagonal=True, temperature=1.3),
+    ],
+)
+def test_affine_form_reproduces_sample(config: SamplerConfig, posterior: AggregatePosterior) -> None:
+    sampler = build_sampler(config).fit(posterior)
+    form = sampler.affine_form()
+    assert form is not None
+    shift, scale = form
+    assert shift.dtype == scale.dtype == np.float32
+    drawn_rng, folded_rng = np.random.default_rng(5), np.random.default_rng(5)
+    sample = sampler.sample(1_000, generator=drawn_rng)
+    folded = shift + standard_normal(folded_rng, 1_000, posterior.latent_dim) @ scale.T
+    assert sample.classes is None
+    np.testing.assert_allclose(sample.z, folded, rtol=1e-5, atol=1e-5)
+    assert drawn_rng.integers(2**62) == folded_rng.integers(2**62)  # both generators advanced alike
+
+
+@pytest.mark.parametrize("name", ["gmm", "empirical", "conditional"])
+def test_mixtures_have_no_affine_form(name: str, posterior: AggregatePosterior) -> None:
+    assert build_sampler(SamplerConfig(name=name)).fit(posterior).affine_form() is None
+    with pytest.raises(NotFittedError):
+        build_sampler(SamplerConfig(name=name)).affine_form()
+
+
+def test_standard_normal_is_seeded_by_the_generator() -> None:
+    first = standard_normal(np.random.default_rng(0), 50_000, 4)
+    assert first.shape == (50_000, 4) and first.dtype == np.float32 and first.flags.c_contiguous
+    np.testing.assert_array_equal(first, standard_normal(np.random.default_rng(0), 50_000, 4))
+    assert not np.array_equal(first, standard_normal(np.random.default_rng(1), 50_000, 4))
+    np.testing.assert_allclose(first.mean(axis=0), 0, atol=0.02)  # 4.5 standard errors
+    np.testing.assert_allclose(np.cov(first.T), np.eye(4), atol=0.03)
+    rng = np.random.default_rng(0)
+    assert not np.array_equal(standard_normal(rng, 3, 4), standard_normal(rng, 3, 4))

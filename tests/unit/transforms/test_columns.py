@@ -11,6 +11,7 @@ import pytest
 from vae_pipeline.errors import DataError, NotFittedError
 from vae_pipeline.layout import Span
 from vae_pipeline.transforms import COLUMN_TRANSFORMS, CategoricalColumn, ColumnTransform, ContinuousColumn
+from vae_pipeline.transforms.base import row_argmax
 from vae_pipeline.transforms.profile import ColumnProfile
 
 
@@ -212,3 +213,38 @@ def test_float_columns_decode_with_the_precision_they_were_written_with(
     decoded = column.inverse_transform(column.transform(pa.array(values)) + 0.0013).to_numpy()
     if decimals is not None:
         np.testing.assert_array_equal(decoded, np.round(decoded, decimals))
+
+
+# ------------------------------------------------------------------ row_argmax (the inverse transforms' argmax)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("width", [1, 2, 5, 300])
+def test_row_argmax_matches_numpy(width: int, order: str) -> None:
+    block = np.asarray(np.random.default_rng(width).normal(size=(1_000, width)).astype(np.float32), order=order)
+    np.testing.assert_array_equal(row_argmax(block), np.argmax(block, axis=1))
+    assert row_argmax(block).dtype == np.int64
+
+
+def test_row_argmax_takes_the_first_of_ties_and_skips_nan() -> None:
+    block = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0], [0.0, 0.0, 1.0], [np.nan, 0.5, 0.2], [0.1, np.nan, 0.3]])
+    assert row_argmax(np.asfortranarray(block)).tolist() == [0, 1, 2, 1, 2]
+
+
+def test_one_hot_blocks_in_column_major_decode_like_row_major() -> None:
+    codes = np.random.default_rng(0).integers(0, 4, size=5_000)
+    block = np.eye(4, dtype=np.float32)[codes]
+    column = categorical(pa.array(["a", "b", "c", "d"]))
+    assert column.inverse_transform(np.asfortranarray(block)).equals(column.inverse_transform(block))
+    assert column.inverse_transform(block).to_pylist() == [["a", "b", "c", "d"][c] for c in codes]
+
+
+def test_continuous_inverse_is_the_same_for_column_major_blocks() -> None:
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0, 1, 500), rng.normal(50, 5, 500)]).round(2)
+    column = continuous(pa.array(values), max_modes=4)
+    assert column.output_width >= 3  # alpha and at least two modes
+    block = rng.normal(size=(2_000, column.output_width)).astype(np.float32)
+    decoded = column.inverse_transform(block)
+    assert column.inverse_transform(np.asfortranarray(block)).equals(decoded)
+    assert decoded.equals(column.inverse_transform(block.astype(np.float64)))
