@@ -146,6 +146,7 @@ def summary(name: str, peaks: Peaks, seconds: float, **extra: Any) -> dict[str, 
         "step": name,
         "seconds": round(seconds, 1),
         "driver_peak_rss": peaks.processes[os.getpid()].rss,
+        "driver_peak_shared": peaks.processes[os.getpid()].shared,
         "worker_peaks": [{"pid": p.pid, "title": p.title, "rss": p.rss, "shared": p.shared} for p in workers],
         **extra,
     }
@@ -234,19 +235,24 @@ def print_results(results: list[dict[str, Any]], size: dict[str, int], args: arg
         f"\ninput for training and statistics: {size['rows']:,} rows, {size['bytes_on_disk'] / MIB:,.0f} MiB on disk, "
         f"{size['arrow_bytes'] / MIB:,.0f} MiB as Arrow in memory ({args.columns} columns)"
     )
-    print(f"{'step':<34} {'s':>6} {'driver MiB':>11}  peak RSS MiB of Ray worker processes (shared)")
-    print("-" * 110)
+    print("peak RSS in MiB, and in brackets its part not shared with other processes (Ray's object store is shared)")
+    print(f"{'step':<32} {'s':>6} {'driver':>13}  largest Ray worker processes")
+    print("-" * 118)
     for result in results:
         workers = ", ".join(
-            f"{w['title'].removeprefix('ray::').split(' ')[0][:28]} {mib(w['rss'])} ({mib(w['shared'])})"
+            f"{w['title'].removeprefix('ray::').split(' ')[0].split('.')[0][:26]} {mib(w['rss'])} "
+            f"({mib(w['rss'] - w['shared'])})"
             for w in result["worker_peaks"][:3]
         )
-        print(f"{result['step']:<34} {result['seconds']:>6.1f} {mib(result['driver_peak_rss']):>11}  {workers}")
+        shared = result.get("driver_peak_shared")
+        private = None if shared is None else result["driver_peak_rss"] - shared
+        driver = f"{mib(result['driver_peak_rss'])} ({mib(private)})"
+        print(f"{result['step']:<32} {result['seconds']:>6.1f} {driver:>13}  {workers}")
     small, large = results[0], results[1]
-    print("\ngeneration workers (ru_maxrss from the manifest; sampled RSS):")
+    print("\ngeneration workers: peak RSS from the manifest (ru_maxrss), sampled in brackets")
     for result in (small, large):
         shown = "; ".join(
-            f"pid {w['pid']}: {w['shards']} shards, {mib(w['peak_rss_bytes'])} MiB ({mib(w['sampled_peak_rss'])})"
+            f"{w['shards']} shards {mib(w['peak_rss_bytes'])} ({mib(w['sampled_peak_rss'])})"
             for w in result["generation_workers"]
         )
         print(f"  {result['rows']:>11,} rows: {shown}")

@@ -30,6 +30,10 @@ from vae_pipeline.generation.job import run_generation
 from vae_pipeline.generation.manifest import Manifest, read_manifest, schema_json
 from vae_pipeline.readers import SyntheticDataset
 
+# A process that has run a Prefect flow (the suite does, earlier) cannot fork DataLoader workers: they exit
+# at start, even for a trivial dataset. Fresh worker processes also show the dataset pickles.
+WORKERS_START = "forkserver"
+
 pytestmark = pytest.mark.slow
 
 Row = tuple[Any, ...]
@@ -103,14 +107,17 @@ def test_ray_data_reads_the_directory(output: Path, manifest: Manifest, committe
 def test_torch_dataset_through_a_dataloader_reads_every_row_once(output: Path, committed: pa.Table) -> None:
     dataset = SyntheticDataset(str(output), shuffle=True, seed=0, verify_checksums=True)
     assert (dataset.rows, dataset.rank_rows) == (3000, 3000)
-    rows = [tuple(row.values()) for row in DataLoader(dataset, batch_size=None, num_workers=2)]
+    rows = [
+        tuple(row.values())
+        for row in DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context=WORKERS_START)
+    ]
     assert len(rows) == 3000
     assert Counter(rows) == rows_of(committed)
 
 
 def test_torch_dataset_batches_match_the_columns(output: Path, committed: pa.Table) -> None:
     dataset = SyntheticDataset(str(output), batch_size=256, columns=["species", "body_mass_g", "year"])
-    batches = list(DataLoader(dataset, batch_size=None, num_workers=2))
+    batches = list(DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context=WORKERS_START))
     # 1500 rows per worker, 5 full batches and 220 rows each; the loader alternates between the workers.
     assert [len(batch["year"]) for batch in batches] == [256] * 10 + [220, 220]
     assert all(isinstance(batch["species"], list) and batch["year"].dtype == torch.float64 for batch in batches)

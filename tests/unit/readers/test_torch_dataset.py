@@ -26,6 +26,10 @@ from vae_pipeline.generation.manifest import MANIFEST_FILE
 from vae_pipeline.generation.writer import write_shard
 from vae_pipeline.readers import SyntheticDataset, consumers
 
+# A process that has run a Prefect flow (the suite does, earlier) cannot fork DataLoader workers: they exit
+# at start, even for a trivial dataset. Fresh worker processes also show the dataset pickles.
+WORKERS_START = "forkserver"
+
 SIZES = (4, 3, 5, 1, 2)
 ROWS = sum(SIZES)
 
@@ -206,10 +210,17 @@ def test_explicit_rank_reads_its_contiguous_rows(
 
 def test_dataloader_workers_split_each_rank_exactly(local_url: str) -> None:
     # Rank 0 of 2 holds rows 0-6: worker 0 takes 0-2, worker 1 takes 3-6; the loader alternates between them.
-    loader = DataLoader(SyntheticDataset(local_url, rank=0, world_size=2), batch_size=None, num_workers=2)
+    loader = DataLoader(
+        SyntheticDataset(local_url, rank=0, world_size=2),
+        batch_size=None,
+        num_workers=2,
+        multiprocessing_context=WORKERS_START,
+    )
     assert ids(loader) == [0, 3, 1, 4, 2, 5, 6]
     # Batches are cut per worker: worker 0 has rows 0-6 and worker 1 rows 7-14.
-    batched = DataLoader(SyntheticDataset(local_url, batch_size=4), batch_size=None, num_workers=2)
+    batched = DataLoader(
+        SyntheticDataset(local_url, batch_size=4), batch_size=None, num_workers=2, multiprocessing_context=WORKERS_START
+    )
     assert [batch["id"].tolist() for batch in batched] == [[0, 1, 2, 3], [7, 8, 9, 10], [4, 5, 6], [11, 12, 13, 14]]
 
 
@@ -222,7 +233,7 @@ def test_every_row_once_across_ranks_and_workers_while_shuffling(local_url: str,
                 local_url, rank=rank, world_size=world_size, shuffle=True, shuffle_buffer=3, seed=11
             )
             dataset.set_epoch(epoch)
-            got = ids(DataLoader(dataset, batch_size=None, num_workers=2))
+            got = ids(DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context=WORKERS_START))
             assert len(got) == dataset.rank_rows
             seen.setdefault(epoch, []).extend(got)
         assert sorted(seen[epoch]) == list(range(ROWS))
