@@ -9,8 +9,6 @@ anyway keeps its finished shards, and `resume` redoes only the missing or damage
 from __future__ import annotations
 
 import logging
-import resource
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -226,6 +224,5 @@ class GenerationActor:
 
     def usage(self) -> dict[str, Any]:
         """This worker process's share of the run and its peak resident memory."""
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak_bytes = peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
-        return {**self.counts, "seconds": round(float(self.counts["seconds"]), 3), "peak_rss_bytes": peak_bytes}
+        seconds = round(float(self.counts["seconds"]), 3)
+        return {**self.counts, "seconds": seconds, "peak_rss_bytes": steps.peak_rss_bytes()}
