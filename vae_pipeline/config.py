@@ -147,12 +147,26 @@ class GenerationConfig(_Frozen):
     overwrite: bool = False
     resume: bool = Field(False, description="finish an interrupted run: redo only missing or damaged shards")
     max_shard_retries: int = Field(3, ge=0, description="times a shard is retried after its worker process dies")
+    use_gpu: bool = Field(False, description="one GPU per worker; decodes gpu_batch_rows rows per forward pass")
+    gpu_batch_rows: int = Field(65_536, ge=1, description="rows decoded per forward pass on a GPU")
     privacy_guard: bool = Field(True, description="refuse samplers whose rows sit closer to training rows than real")
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.use_gpu else "cpu"
+
+    @property
+    def decode_batch_rows(self) -> int:
+        """Rows per forward pass on the device the workers use."""
+        return self.gpu_batch_rows if self.use_gpu else self.batch_rows
 
 
 class RayConfig(_Frozen):
     address: str = Field("", description="empty: start a local instance")
     num_cpus: int | None = Field(None, ge=1, description="local instance only")
+    gpu_wait_s: float = Field(
+        0.0, ge=0, description="use_gpu on an autoscaling cluster: ask for GPU nodes and wait this long for them"
+    )
 
 
 class PipelineConfig(_Frozen):

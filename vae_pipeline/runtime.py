@@ -85,16 +85,6 @@ def shutdown_ray() -> None:
         ray.shutdown()
 
 
-def require_gpus(count: int) -> None:
-    """Asking for GPUs the cluster does not have is an error, never a silent CPU run."""
-    available = ray.cluster_resources().get("GPU", 0)
-    if available < count:
-        raise ConfigError(
-            f"use_gpu is true but the Ray cluster has {available:g} GPU(s) for {count} worker(s); "
-            "set use_gpu: false or connect to a cluster with GPUs (ray.address)"
-        )
-
-
 def read_dataset(source: TableSource) -> ray.data.Dataset:
     """The source's files as a Ray Dataset, streamed block by block, only the pipeline's columns."""
     files = list(source.files)

@@ -130,7 +130,14 @@ def test_cluster_configs_differ_only_where_they_should() -> None:
     assert base.ray.address == "auto" and not base.training.use_gpu
     head = f"http://{cluster['name']}-head-svc.{cluster['namespace']}.svc.cluster.local:8265"
     expected = {
-        "cluster-gpu.yaml": base.with_overrides({"training.use_gpu": True}),
+        "cluster-gpu.yaml": base.with_overrides(
+            {
+                "training.use_gpu": True,
+                "generation.use_gpu": True,
+                "generation.num_workers": 4,
+                "ray.gpu_wait_s": 900,
+            }
+        ),
         "cluster-remote.yaml": base.with_overrides({"ray.address": head}),
     }
     for name, config in expected.items():

@@ -9,17 +9,19 @@ anyway keeps its finished shards, and `resume` redoes only the missing or damage
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import ray
+import torch
 from ray.util.actor_pool import ActorPool
 
 from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
 from vae_pipeline.config import PipelineConfig, SamplerConfig
-from vae_pipeline.errors import ArtifactMismatchError
+from vae_pipeline.errors import ArtifactMismatchError, ConfigError
 from vae_pipeline.evaluation.store import default_evaluation_url
 from vae_pipeline.generation import output
 from vae_pipeline.generation.manifest import (
@@ -35,6 +37,7 @@ from vae_pipeline.generation.sampler_choice import resolve_sampler, sampler_json
 from vae_pipeline.generation.worker import ShardGenerator
 from vae_pipeline.generation.writer import ShardRecord, write_shard
 from vae_pipeline.posterior.aggregate import ARRAYS_NAME, JSON_NAME, AggregatePosterior, load_posterior
+from vae_pipeline.resources import require_gpus
 from vae_pipeline.runtime import ensure_ray, user_error_in
 from vae_pipeline.samplers.registry import build_sampler
 
@@ -66,7 +69,8 @@ def run_generation(
         seed=settings.seed,
         rows=settings.rows,
         rows_per_shard=settings.rows_per_shard,
-        batch_rows=settings.batch_rows,
+        batch_rows=settings.decode_batch_rows,
+        device=settings.device,
     )
     output_url = settings.output_url
     committed = read_manifest(output_url)
@@ -76,6 +80,9 @@ def run_generation(
         return manifest_url(output_url)
     plan = plan_shards(settings.rows, settings.rows_per_shard, settings.seed)
     claim = output.RunClaim(run_id=run_id, shards=len(plan), rows=settings.rows, config=config.to_json())
+    if settings.use_gpu:  # checked before the claim, so a cluster without the GPUs leaves the output untouched
+        ensure_ray(config.ray)
+        require_gpus(min(settings.num_workers, len(plan)), config.ray.gpu_wait_s, what="generation worker")
     output.claim_output(output_url, claim, settings.overwrite, settings.resume)
     ensure_ray(config.ray)
     records, workers = _write_all(plan, config, chosen, model_url, statistics_url, run_id, on_shard)
@@ -151,9 +158,11 @@ def _write_all(
     workers = min(settings.num_workers, len(plan))
     retries = settings.max_shard_retries
     remote_actor: Any = GenerationActor  # ray.remote's class has .remote, which type checkers cannot see
-    options = {"max_restarts": retries, "max_task_retries": retries}
+    options = {"max_restarts": retries, "max_task_retries": retries, "num_gpus": 1 if settings.use_gpu else 0}
     actors = [
-        remote_actor.options(**options).remote(model_url, statistics_url, sampler_json(chosen), settings.batch_rows)
+        remote_actor.options(**options).remote(
+            model_url, statistics_url, sampler_json(chosen), settings.decode_batch_rows, settings.device
+        )
         for _ in range(workers)
     ]
     records: list[ShardRecord] = []
@@ -193,20 +202,31 @@ def _report_stop(output_url: str, done: int, planned: int) -> None:
     )
 
 
+def worker_device(device: str) -> str:
+    """The device a worker decodes on; a GPU that Ray assigned but torch cannot see is an error, not a CPU run."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "generation.use_gpu is true but this worker sees no CUDA device (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}); install the CUDA build of torch on the GPU nodes "
+            "(deploy/Dockerfile VARIANT=cuda) or set generation.use_gpu: false"
+        )
+    return device
+
+
 @ray.remote(num_cpus=1)
 class GenerationActor:
     """Holds one loaded model, its statistics and a fitted sampler for many shards."""
 
-    def __init__(self, model_url: str, statistics_url: str, sampler: dict[str, Any], batch_rows: int) -> None:
-        import os
-
-        import torch
-
+    def __init__(
+        self, model_url: str, statistics_url: str, sampler: dict[str, Any], batch_rows: int, device: str
+    ) -> None:
         torch.set_num_threads(1)
         bundle, posterior = load_artifacts(model_url, statistics_url)
         fitted = build_sampler(SamplerConfig.model_validate(sampler)).fit(posterior)
-        self.generator = ShardGenerator(bundle, posterior, fitted, batch_rows)
-        self.counts = {"pid": os.getpid(), "shards": 0, "rows": 0, "seconds": 0.0}
+        self.generator = ShardGenerator(bundle, posterior, fitted, batch_rows, worker_device(device))
+        self.counts: dict[str, Any] = {"pid": os.getpid(), "shards": 0, "rows": 0, "seconds": 0.0}
+        if device == "cuda":
+            self.counts["gpu"] = torch.cuda.get_device_name()
 
     def write(self, spec: dict[str, Any], output_url: str, run_id: str) -> dict[str, Any]:
         """Write one shard and its record, or reuse it if this run already finished it intact."""

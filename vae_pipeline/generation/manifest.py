@@ -17,6 +17,8 @@ from vae_pipeline.generation.writer import ShardRecord
 
 MANIFEST_FILE = "_manifest.json"
 MANIFEST_FORMAT = "vae-pipeline/manifest/v1"
+# Raise it with any change that alters the rows a given model, statistics, sampler, seed and device produce.
+GENERATOR_VERSION = 2
 
 
 @dataclass
@@ -111,9 +113,17 @@ def generation_run_id(
     rows: int,
     rows_per_shard: int,
     batch_rows: int,
+    device: str = "cpu",
+    generator_version: int = GENERATOR_VERSION,
 ) -> str:
-    """Identity of a generation run: everything that decides the bytes; two runs with equal ids write equal shards."""
+    """Identity of a generation run: everything that decides the bytes; two runs with equal ids write equal shards.
+
+    The device type is part of it (a GPU draws other random streams than a CPU), and so is the generator's version,
+    so a run resumed with code that writes other bytes starts afresh instead of mixing shards of both.
+    """
     payload = {
+        "generator": generator_version,
+        "device": device,
         "bundle": bundle_fingerprint,
         "statistics": statistics_digest,
         "sampler": sampler,

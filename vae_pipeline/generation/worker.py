@@ -2,7 +2,11 @@
 
 Latents come from the sampler, the decoder turns them into likelihood parameters, the model draws a data-space
 vector from them (one-hot categories, null indicators), and the transform maps that back to the original columns.
-Everything random flows from the shard's seed sequence, so a shard always has the same rows.
+Everything random flows from the shard's seed sequence, so a shard always has the same rows on the same device.
+
+On a GPU the decoder and the likelihood draws run there, in large batches, and each batch is copied into the
+host buffer that the inverse transform reads; latents from a non-Gaussian sampler are drawn on the host. A GPU
+draws other random streams than a CPU, so its shards differ from a CPU's (the run id records the device).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 from vae_pipeline.bundle import ModelBundle
 from vae_pipeline.generation.plan import ShardSpec
 from vae_pipeline.posterior.aggregate import AggregatePosterior
-from vae_pipeline.samplers.base import LatentSampler, standard_normal
+from vae_pipeline.samplers.base import LatentSampler, standard_normal_tensor
 
 # Rows inverse-transformed per call: large enough that per-column call overhead vanishes, small enough that the
 # (D, rows) float32 buffer stays modest; one Parquet row group.
@@ -36,18 +40,22 @@ class ShardGenerator:
     posterior: AggregatePosterior
     sampler: LatentSampler
     batch_rows: int = 4_096
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         # A single-Gaussian sampler is folded into the decoder, which then decodes the normal draws directly.
         form = self.sampler.affine_form()
         model = self.bundle.model
         self._fused = form is not None
-        self._decoder = model if form is None else model.with_latent_affine(*map(torch.from_numpy, form))
+        self._device = torch.device(self.device)
+        self._on_host = self._device.type == "cpu"
+        decoder = model if form is None else model.with_latent_affine(*map(torch.from_numpy, form))
+        self._decoder = decoder.to(self._device)
         self._buffer = torch.empty(0)
 
     def generate(self, spec: ShardSpec) -> pa.Table:
         latent_rng, output_seed = _generators(spec)
-        output_generator = torch.Generator().manual_seed(output_seed)
+        output_generator = torch.Generator(self._device).manual_seed(output_seed)
         # Whole decode batches per chunk, so the draws are the same as one pass of batch_rows over the shard.
         chunk_rows = max(1, _CHUNK_ROWS // self.batch_rows) * self.batch_rows
         tables = [
@@ -62,7 +70,8 @@ class ShardGenerator:
         """Decode batch by batch into one feature-major buffer, then inverse-transform it in one call."""
         transform, model = self.bundle.transform, self._decoder
         if self._buffer.shape[1:] < (rows,):
-            self._buffer = torch.empty((transform.output_dim, rows))
+            # Pinned host memory for a GPU: its copies into the buffer then run at full bus speed.
+            self._buffer = torch.empty((transform.output_dim, rows), pin_memory=not self._on_host)
         vector = self._buffer[:, :rows]  # (D, R); the tables made from it never share its memory
         labels = np.empty(rows, dtype=np.int64) if transform.conditional else None
         offset = 0
@@ -72,20 +81,25 @@ class ShardGenerator:
             if labels is not None:
                 classes = classes if classes is not None else self._training_classes(batch, latent_rng)
                 labels[offset : offset + batch] = classes
-                condition = torch.from_numpy(transform.condition(classes))
+                condition = torch.from_numpy(transform.condition(classes)).to(self._device)
             with torch.inference_mode():
                 raw_t = model.decode_feature_major(z, condition)  # (D, B)
-                model.sample_feature_major(raw_t, output_generator, out=vector[:, offset : offset + batch])
+                rows_out = vector[:, offset : offset + batch]
+                if self._on_host:
+                    model.sample_feature_major(raw_t, output_generator, out=rows_out)
+                else:
+                    rows_out.copy_(model.sample_feature_major(raw_t, output_generator))  # waits for the GPU
             offset += batch
         # (R, D) column-major: each transform column reads contiguous memory.
         return transform.inverse_transform(vector.numpy().T, labels=labels)
 
     def _latents(self, rows: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray | None]:
-        """What the decoder reads: the sampler's latents, or for a folded sampler the normal draws it would make."""
+        """What the decoder reads, on its device: the sampler's latents, or for a folded sampler its normal draws."""
         if self._fused:
-            return torch.from_numpy(standard_normal(rng, rows, self.posterior.latent_dim)), None
+            return standard_normal_tensor(rng, rows, self.posterior.latent_dim, self._device), None
         sample = self.sampler.sample(rows, generator=rng)
-        return torch.from_numpy(np.ascontiguousarray(sample.z, dtype=np.float32)), sample.classes
+        z = torch.from_numpy(np.ascontiguousarray(sample.z, dtype=np.float32))
+        return z.to(self._device, non_blocking=True), sample.classes
 
     def _training_classes(self, rows: int, rng: np.random.Generator) -> np.ndarray:
         """For a CVAE with an unconditional sampler: classes in their training proportions."""

@@ -29,7 +29,8 @@ from vae_pipeline.config import PipelineConfig, TrainingConfig
 from vae_pipeline.data import open_source
 from vae_pipeline.errors import ConfigError, VaePipelineError
 from vae_pipeline.models.mlp_vae import MLPVAE, MLPVAEConfig, build_model
-from vae_pipeline.runtime import ensure_ray, read_dataset, require_gpus, user_error_in
+from vae_pipeline.resources import require_gpus
+from vae_pipeline.runtime import ensure_ray, read_dataset, user_error_in
 from vae_pipeline.split import Split
 from vae_pipeline.training.checkpoint import (
     TrainingState,
@@ -88,7 +89,7 @@ def _train(config: PipelineConfig, source: Any, stamp: list[dict[str, Any]]) -> 
     )
     ensure_ray(config.ray)
     if config.training.use_gpu:
-        require_gpus(config.training.num_workers)
+        require_gpus(config.training.num_workers, config.ray.gpu_wait_s, what="training worker")
     datasets = _encoded_datasets(source, transform, config)
     run_key = training_run_key(config, stamp)
     run_name = config.training.run_name or f"run-{run_key[:12]}"

@@ -1,0 +1,46 @@
+"""Asking for GPUs on a Ray cluster without them: a one-line error, after a bounded wait for the autoscaler when
+`ray.gpu_wait_s` is set, and nothing written (this machine and CI have no GPU)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TrainedModel, tiny_config
+from vae_pipeline.errors import ConfigError
+from vae_pipeline.generation.job import run_generation
+from vae_pipeline.resources import cluster_gpus, require_gpus
+from vae_pipeline.training.ray_train import run_training
+
+pytestmark = pytest.mark.slow
+
+
+def test_present_gpus_are_enough(ray_instance: None) -> None:
+    assert cluster_gpus() == 0
+    require_gpus(0)  # nothing asked, nothing to wait for
+
+
+def test_waiting_for_the_autoscaler_is_bounded_and_named(ray_instance: None) -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"has 0 GPU\(s\) for 2 generation worker\(s\) after waiting 1.5s"):
+        require_gpus(2, wait_s=1.5, what="generation worker")
+    assert 1.5 <= time.monotonic() - started < 10
+
+
+def test_generation_on_gpus_that_are_not_there_leaves_the_output_untouched(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    output = tmp_path / "synthetic"
+    config = trained.config.with_overrides({"generation.output_url": str(output), "generation.use_gpu": True})
+    with pytest.raises(ConfigError, match=r"use_gpu is true but the Ray cluster has 0 GPU\(s\) for 2 generation"):
+        run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
+    assert not output.exists()
+
+
+def test_training_on_gpus_that_are_not_there_fails_before_any_checkpoint(ray_instance: None, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, training={"use_gpu": True, "epochs": 1}, ray={"num_cpus": 2, "gpu_wait_s": 1})
+    with pytest.raises(ConfigError, match=r"0 GPU\(s\) for 1 training worker\(s\) after waiting 1s"):
+        run_training(config)
+    assert not (tmp_path / "model").exists() or not any((tmp_path / "model").rglob("*.safetensors"))
