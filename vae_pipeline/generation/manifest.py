@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from vae_pipeline import storage
+from vae_pipeline.errors import ArtifactMismatchError
 from vae_pipeline.generation.writer import ShardRecord
 
 MANIFEST_FILE = "_manifest.json"
@@ -147,7 +148,13 @@ def read_manifest(output_url: str) -> Manifest | None:
     url = manifest_url(output_url)
     if not storage.exists(url):
         return None
-    return Manifest.from_json(storage.read_json(url))
+    data = storage.read_json(url)
+    if data.get("format") != MANIFEST_FORMAT:
+        raise ArtifactMismatchError(
+            f"{storage.redact_url(url)} has format {data.get('format')!r}, and this vae-pipeline reads "
+            f"{MANIFEST_FORMAT!r}; read it with the version that wrote it, or regenerate with --overwrite"
+        )
+    return Manifest.from_json(data)
 
 
 def write_manifest(output_url: str, manifest: Manifest) -> str:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import safetensors.numpy
-from sklearn.mixture import GaussianMixture
 
 from vae_pipeline import storage
 from vae_pipeline.config import StatisticsConfig
 from vae_pipeline.errors import DataError, StorageError
 from vae_pipeline.posterior.stats import PosteriorStats
+
+if TYPE_CHECKING:  # scikit-learn costs every generation actor a second at start-up; only the fit needs it
+    from sklearn.mixture import GaussianMixture
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +163,7 @@ def _class_moments(stats: PosteriorStats, mean: np.ndarray, covariance: np.ndarr
 
 def _fit_gmm(z: np.ndarray, config: StatisticsConfig) -> GaussianMixture:
     """The full-covariance GMM with the lowest BIC over k = 1..min(max components, M // 20)."""
+    from sklearn.mixture import GaussianMixture
     max_k = min(config.gmm_max_components, max(z.shape[0] // _SAMPLES_PER_COMPONENT, 1))
     best: GaussianMixture | None = None
     best_bic = np.inf

@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from vae_pipeline.errors import ArtifactMismatchError
 from vae_pipeline.generation.manifest import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
@@ -138,3 +139,13 @@ def test_write_then_read(tmp_path: Path) -> None:
     first = (tmp_path / "out" / "_manifest.json").read_bytes()
     write_manifest(str(tmp_path / "out"), back)
     assert (tmp_path / "out" / "_manifest.json").read_bytes() == first
+
+
+@pytest.mark.parametrize("format_", ["vae-pipeline/manifest/v2", None])
+def test_a_manifest_of_another_format_is_refused_by_name(tmp_path: Path, format_: str | None) -> None:
+    data = make_manifest().to_json()
+    data["format"] = format_
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(data))
+    with pytest.raises(ArtifactMismatchError, match=f"has format {format_!r}, and this vae-pipeline reads"):
+        read_manifest(str(tmp_path))
+    assert MANIFEST_FORMAT in json.dumps(make_manifest().to_json())
