@@ -30,7 +30,7 @@ from vae_pipeline.data import open_source
 from vae_pipeline.errors import ConfigError, VaePipelineError
 from vae_pipeline.models.mlp_vae import MLPVAE, MLPVAEConfig, build_model
 from vae_pipeline.resources import require_gpus
-from vae_pipeline.runtime import ensure_ray, read_dataset, user_error_in
+from vae_pipeline.runtime import ensure_ray, read_dataset, run_as_driver, user_error_in
 from vae_pipeline.split import Split
 from vae_pipeline.training.checkpoint import (
     TrainingState,
@@ -65,7 +65,7 @@ def run_training(config: PipelineConfig) -> str:
     if steps.cached_record(config.model_url, "train", key, stored_fingerprint(config.model_url)) is not None:
         return config.model_url
     with steps.timed() as clock:
-        bundle = _train(config, source, stamp)
+        bundle = run_as_driver(config.ray, _train, config, source, stamp)
     record = steps.finished_record("train", key, bundle.fingerprint, clock.seconds, epochs=len(bundle.metrics))
     steps.write_record(config.model_url, record)
     return config.model_url
@@ -145,6 +145,8 @@ def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineCo
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.training.num_workers),
     )
     small = source.count_rows() * transform.output_dim * 4 < _MATERIALIZE_BYTES
+    if not small:
+        _check_streaming_cpus(config)
     if small:
         encoded = encoded.materialize()
     datasets = {
@@ -152,6 +154,23 @@ def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineCo
         for name, split in (("train", Split.TRAIN), ("validation", Split.VALIDATION))
     }
     return {name: dataset.materialize() for name, dataset in datasets.items()} if small else datasets
+
+
+def _check_streaming_cpus(config: PipelineConfig) -> None:
+    """A streamed input needs CPUs beside the training workers, or its read tasks wait forever for one.
+
+    Each training worker holds a CPU for the whole run, the encoding actor pool keeps at least one, and the read and
+    split tasks need one more. Only a local instance is checked: a cluster's autoscaler can add the CPUs.
+    """
+    needed = config.training.num_workers + 2
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if not config.ray.address and cpus < needed:
+        raise ConfigError(
+            f"the input is too large to keep in Ray's object store, so training streams it and needs {needed} CPUs "
+            f"({config.training.num_workers} training worker(s), one encoding actor, one for reading); the local Ray "
+            f"instance has {cpus:g}: set ray.num_cpus: {needed} (logical CPUs, more than the machine's cores is fine) "
+            "or lower training.num_workers"
+        )
 
 
 def _fit(

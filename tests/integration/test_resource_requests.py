@@ -1,5 +1,9 @@
-"""Asking for GPUs on a Ray cluster without them: a one-line error, after a bounded wait for the autoscaler when
-`ray.gpu_wait_s` is set, and nothing written (this machine and CI have no GPU)."""
+"""Asking for resources the local Ray instance does not have is a one-line error, never a silent wait or CPU run.
+
+GPUs on a cluster without them: an error after a bounded wait for the autoscaler when `ray.gpu_wait_s` is set, with
+nothing written (this machine and CI have no GPU). A streamed input with no CPU left for reading: an error that
+names the CPUs needed, where training used to wait forever.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from tests.integration.conftest import TrainedModel, tiny_config
 from vae_pipeline.errors import ConfigError
 from vae_pipeline.generation.job import run_generation
 from vae_pipeline.resources import cluster_gpus, require_gpus
+from vae_pipeline.training import ray_train
 from vae_pipeline.training.ray_train import run_training
 
 pytestmark = pytest.mark.slow
@@ -44,3 +49,13 @@ def test_training_on_gpus_that_are_not_there_fails_before_any_checkpoint(ray_ins
     with pytest.raises(ConfigError, match=r"0 GPU\(s\) for 1 training worker\(s\) after waiting 1s"):
         run_training(config)
     assert not (tmp_path / "model").exists() or not any((tmp_path / "model").rglob("*.safetensors"))
+
+
+def test_streaming_training_without_a_cpu_for_reading_is_refused(
+    ray_instance: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ray_train, "_MATERIALIZE_BYTES", 0)  # as if the input were too large to keep in memory
+    config = tiny_config(tmp_path, training={"epochs": 1})  # the shared local instance has 2 CPUs
+    with pytest.raises(ConfigError, match=r"training streams it and needs 3 CPUs .* set ray.num_cpus: 3"):
+        run_training(config)
+    assert not any((tmp_path / "model").rglob("*.safetensors"))
