@@ -2,12 +2,15 @@
 
 Ray Data streams the input through `SummarizeBatch` actors; each batch becomes a `PosteriorStats` (running sums,
 per-class sums, a bottom-k reservoir) serialised with safetensors; the driver merges them as they arrive (the
-merge is associative, so arrival order does not matter) and finalises the result beside the model bundle.
+merge is associative, so arrival order does not matter) and finalises the result beside the model bundle. On a
+large input each batch ships only its reservoir candidates, the rows under a key bound that the reservoir of all
+rows lies below (checked, with a second pass without the bound if it did not hold).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,7 @@ from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
 from vae_pipeline.posterior.aggregate import JSON_NAME, AggregatePosterior, finalize_posterior, save_posterior
 from vae_pipeline.posterior.stats import PosteriorStats
-from vae_pipeline.runtime import ensure_ray, read_dataset
+from vae_pipeline.runtime import ensure_ray, read_dataset, run_as_driver
 from vae_pipeline.split import Split, row_keys, split_codes
 
 logger = logging.getLogger(__name__)
@@ -49,7 +52,7 @@ def run_statistics(config: PipelineConfig, model_url: str | None = None, statist
     if steps.cached_record(statistics_url, "statistics", key, steps.file_digest(posterior_json)) is not None:
         return statistics_url
     with steps.timed() as clock:
-        _compute(config, bundle, source, model_url, statistics_url)
+        run_as_driver(config.ray, _compute, config, bundle, source, model_url, statistics_url)
     record = steps.finished_record("statistics", key, steps.file_digest(posterior_json) or "", clock.seconds)
     steps.write_record(statistics_url, record)
     return statistics_url
@@ -61,12 +64,46 @@ def _compute(
     data = bundle.config.data
     settings = config.statistics
     ensure_ray(config.ray)
+    train_share = 1.0 - data.validation_fraction - data.holdout_fraction
+    bound = reservoir_key_bound(int(source.count_rows() * train_share), settings.reservoir_size)
+    total = _summarize(config, bundle, source, model_url, bound)
+    if bound is not None and len(total.reservoir_keys) < min(settings.reservoir_size, total.n):
+        logger.warning("fewer training rows than expected for the reservoir's key bound; summarizing again without")
+        total = _summarize(config, bundle, source, model_url, None)
+    if total.n == 0:
+        raise DataError("no training rows reached the statistics job; lower data.holdout_fraction")
+    posterior = finalize_posterior(
+        total, class_labels=list(bundle.transform.label_classes), config=settings, model_fingerprint=bundle.fingerprint
+    )
+    save_posterior(posterior, statistics_url)
+    _log_summary(posterior)
+
+
+def reservoir_key_bound(expected_rows: int, reservoir_size: int) -> int | None:
+    """A key below which the reservoir's rows all but surely lie: batches then ship only those candidates.
+
+    Row keys are uniform over uint64, so the bound expects 2k + 10 sqrt(k) of `expected_rows` keys below it for a
+    reservoir of k: the count falls short of k only if the estimate is more than about twice the true row count.
+    None (every row a candidate) when the input is not much larger than the reservoir.
+    """
+    share = (2 * reservoir_size + 10 * math.sqrt(reservoir_size)) / max(expected_rows, 1)
+    if expected_rows <= 4 * reservoir_size or share >= 0.5:
+        return None
+    return int(share * 2**64)
+
+
+def _summarize(
+    config: PipelineConfig, bundle: ModelBundle, source: TableSource, model_url: str, keys_below: int | None
+) -> PosteriorStats:
+    """Encode every training row on Ray Data actors and merge their per-batch statistics here, as they arrive."""
+    settings = config.statistics
     partials = read_dataset(source).map_batches(
         SummarizeBatch,
         fn_constructor_kwargs={
             "model_url": model_url,
-            "data": data.model_dump(mode="json"),
+            "data": bundle.config.data.model_dump(mode="json"),
             "statistics": settings.model_dump(mode="json"),
+            "keys_below": keys_below,
         },
         batch_format="pyarrow",
         batch_size=settings.batch_rows,
@@ -78,20 +115,17 @@ def _compute(
     for batch in partials.iter_batches(batch_format="numpy", batch_size=None):
         for blob in batch["stats"]:
             total = total.merge(PosteriorStats.from_bytes(blob))
-    if total.n == 0:
-        raise DataError("no training rows reached the statistics job; lower data.holdout_fraction")
-    posterior = finalize_posterior(
-        total, class_labels=list(bundle.transform.label_classes), config=settings, model_fingerprint=bundle.fingerprint
-    )
-    save_posterior(posterior, statistics_url)
-    _log_summary(posterior)
+    return total
 
 
 class SummarizeBatch:
     """Ray Data actor: one Arrow batch of input rows -> one serialised `PosteriorStats` of its training rows."""
 
-    def __init__(self, model_url: str, data: dict[str, Any], statistics: dict[str, Any]) -> None:
+    def __init__(
+        self, model_url: str, data: dict[str, Any], statistics: dict[str, Any], keys_below: int | None = None
+    ) -> None:
         torch.set_num_threads(1)
+        self.keys_below = keys_below
         self.bundle = load_bundle(model_url)
         self.data = DataConfig.model_validate(data)
         self.settings = StatisticsConfig.model_validate(statistics)
@@ -105,7 +139,7 @@ class SummarizeBatch:
         if batch.num_rows:
             labels = transform.label_codes(batch) if transform.label_column else None
             mu, logvar = encode_rows(self.bundle, batch, labels)
-            stats.update(mu, logvar, row_keys(batch, self.settings.seed), labels)
+            stats.update(mu, logvar, row_keys(batch, self.settings.seed), labels, keys_below=self.keys_below)
         return {"stats": np.array([stats.to_bytes()], dtype=object)}
 
 

@@ -108,7 +108,14 @@ class PosteriorStats:
 
     # ---------------------------------------------------------------- accumulation
 
-    def update(self, mu: np.ndarray, logvar: np.ndarray, keys: np.ndarray, labels: np.ndarray | None = None) -> None:
+    def update(
+        self,
+        mu: np.ndarray,
+        logvar: np.ndarray,
+        keys: np.ndarray,
+        labels: np.ndarray | None = None,
+        keys_below: int | None = None,
+    ) -> None:
         """Add one batch of rows in place.
 
         Args:
@@ -116,6 +123,9 @@ class PosteriorStats:
             logvar: (B, L) posterior log-variances.
             keys: (B,) uint64 per-row hashes that decide reservoir membership (smallest kept).
             labels: (B,) int64 class indices in [0, n_classes), or None when the data has no label column.
+            keys_below: only rows with a smaller key are reservoir candidates (every row counts in the sums), so a
+                batch carries a few candidates instead of a full reservoir. The reservoir of all rows is exact as
+                long as at least `reservoir_size` rows in all fall below it: the caller checks.
         """
         mu, logvar, keys, labels = self._checked(mu, logvar, keys, labels)
         var = np.exp(logvar)
@@ -134,6 +144,9 @@ class PosteriorStats:
                 self.class_sum_var[c] += var[rows].sum(axis=0)
         else:
             labels = np.full(mu.shape[0], -1, dtype=np.int64)
+        if keys_below is not None:
+            candidates = keys < np.uint64(keys_below)
+            mu, logvar, labels, keys = mu[candidates], logvar[candidates], labels[candidates], keys[candidates]
         self._keep_smallest(
             np.concatenate([self.reservoir_mu, mu]),
             np.concatenate([self.reservoir_logvar, logvar]),
