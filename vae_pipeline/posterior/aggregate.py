@@ -164,6 +164,7 @@ def _class_moments(stats: PosteriorStats, mean: np.ndarray, covariance: np.ndarr
 def _fit_gmm(z: np.ndarray, config: StatisticsConfig) -> GaussianMixture:
     """The full-covariance GMM with the lowest BIC over k = 1..min(max components, M // 20)."""
     from sklearn.mixture import GaussianMixture
+
     max_k = min(config.gmm_max_components, max(z.shape[0] // _SAMPLES_PER_COMPONENT, 1))
     best: GaussianMixture | None = None
     best_bic = np.inf
