@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import socket
 import sys
@@ -21,6 +22,20 @@ PREFECT_HOME = Path(os.environ.setdefault("PREFECT_HOME", str(REPO / "out" / ".p
 PREFECT_HOME.mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# DataLoader workers in the reader tests start from a forkserver (a process that ran a Prefect flow cannot fork
+# them). A forkserver that has imported torch and the reader once forks each worker in milliseconds; otherwise every
+# worker imports them itself, seconds per DataLoader. The dataset is still pickled to each worker.
+multiprocessing.set_forkserver_preload(["torch", "vae_pipeline.readers"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the local Ray cluster (tests/integration/ray_cluster.py) run last, each file's in its order.
+
+    The cluster lives until the session ends; idle, its nodes still take ~7 CPU-seconds a minute, which the rest
+    of the suite would otherwise pay for on a 2-core machine.
+    """
+    items.sort(key=lambda item: "local_ray_cluster" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")

@@ -47,11 +47,13 @@ OBJECT_STORE_BYTES = 100 * 1024 * 1024  # per node; the default (30% of RAM) is 
 
 @dataclass
 class LocalRayCluster:
-    """A running local cluster: connect with `gcs_address` (ray.init) or `dashboard_url` (Ray Jobs)."""
+    """A running local cluster: connect with `gcs_address` (ray.init), `client_address` (Ray Client, `ray://`) or
+    `dashboard_url` (Ray Jobs)."""
 
     gcs_address: str
     dashboard_url: str
     temp_dir: str
+    client_address: str = ""
     nodes: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
 
     def alive_nodes(self) -> int:
@@ -123,8 +125,10 @@ def _ray_start(args: list[str], temp_dir: str, dashboard_url: str, index: int) -
 def start_cluster(worker_nodes: int = 1) -> LocalRayCluster:
     """Start a head and `worker_nodes` workers; return once the dashboard reports them all alive."""
     temp_dir = tempfile.mkdtemp(prefix="rj-", dir="/tmp")
-    gcs_port, dashboard_port = free_port(), free_port()
-    cluster = LocalRayCluster(f"{HEAD_IP}:{gcs_port}", f"http://127.0.0.1:{dashboard_port}", temp_dir)
+    gcs_port, dashboard_port, client_port = free_port(), free_port(), free_port()
+    # The Ray Client server listens on the head's node IP (and on 127.0.0.1 too, as a non-localhost node IP).
+    client_address = f"ray://{HEAD_IP}:{client_port}"
+    cluster = LocalRayCluster(f"{HEAD_IP}:{gcs_port}", f"http://127.0.0.1:{dashboard_port}", temp_dir, client_address)
     try:
         head = [
             "--head",
@@ -133,7 +137,7 @@ def start_cluster(worker_nodes: int = 1) -> LocalRayCluster:
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}",
-            f"--ray-client-server-port={free_port()}",
+            f"--ray-client-server-port={client_port}",
             f"--temp-dir={temp_dir}",
         ]
         cluster.nodes.append(_ray_start(head, temp_dir, cluster.dashboard_url, 0))

@@ -15,9 +15,8 @@ import torch
 import yaml
 
 from tests.conftest import PENGUINS, REPO
-from tests.integration.conftest import TrainedModel
+from tests.integration.conftest import Generated, TrainedModel
 from vae_pipeline.bundle import load_bundle, save_bundle
-from vae_pipeline.generation.job import run_generation
 from vae_pipeline.generation.manifest import read_manifest
 
 
@@ -123,13 +122,8 @@ def test_statistics_of_another_model_are_refused(trained: TrainedModel, tmp_path
 
 
 @pytest.mark.slow
-def test_an_output_holding_another_run_is_refused(trained: TrainedModel, tmp_path: Path) -> None:
-    output = tmp_path / "out"
-    run_generation(
-        trained.config.with_overrides({"generation.output_url": str(output), "generation.seed": 1}),
-        model_url=trained.model_url,
-        statistics_url=trained.statistics_url,
-    )
+def test_an_output_holding_another_run_is_refused(trained: TrainedModel, generated: Generated, tmp_path: Path) -> None:
+    output = generated.copy_to(tmp_path / "out")  # seed 5's run
     before = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
     result = vae_pipeline(
         "generate", "--model", trained.model_url, "--output", str(output), "--rows", "10", "--seed", "2"

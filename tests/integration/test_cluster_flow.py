@@ -8,8 +8,8 @@ import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from flows.augment import augment
-from tests.integration.conftest import tiny_config
-from tests.integration.ray_cluster import LocalRayCluster, local_ray_cluster_fixture  # noqa: F401
+from tests.integration.conftest import QUICK_EVALUATION, tiny_config
+from tests.integration.ray_cluster import LocalRayCluster
 from vae_pipeline.errors import DataError
 from vae_pipeline.generation.manifest import read_manifest
 
@@ -22,6 +22,7 @@ def test_the_flow_runs_every_step_as_a_ray_job_on_the_cluster(
     config = tiny_config(
         tmp_path,
         training={"epochs": 3},
+        evaluation=QUICK_EVALUATION,
         generation={"rows": 1000, "num_workers": 1},
         ray={"address": local_ray_cluster.dashboard_url, "num_cpus": None},
     )

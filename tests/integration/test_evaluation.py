@@ -46,6 +46,15 @@ def report(trained: TrainedModel) -> dict:
     return found
 
 
+@pytest.fixture(scope="module")
+def auto_output(report: dict, trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One generation with `sampler: auto` after the evaluation (3000 rows), read by the tests that need it."""
+    output = tmp_path_factory.mktemp("auto") / "out"
+    config = trained.config.with_overrides({"sampler.name": "auto", "generation.output_url": str(output)})
+    run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
+    return output
+
+
 def test_the_report_scores_every_sampler_with_stable_keys(report: dict, trained: TrainedModel) -> None:
     assert set(report) >= {
         "format",
@@ -88,16 +97,12 @@ def test_the_report_scores_every_sampler_with_stable_keys(report: dict, trained:
         assert storage.read_bytes(storage.join_url(evaluation_url, f"plots/{plot}.png")).startswith(b"\x89PNG")
 
 
-def test_obviously_bad_synthetic_rows_score_worse_than_the_model(
-    report: dict, trained: TrainedModel, tmp_path: Path
-) -> None:
+def test_obviously_bad_synthetic_rows_score_worse_than_the_model(trained: TrainedModel, auto_output: Path) -> None:
     bundle = load_bundle(trained.model_url)
     real = sample_real_rows(open_source(bundle.config.data), bundle.config.data, rows=1000, seed=0)
     holdout, train = real.holdout.to_pandas(), real.train.to_pandas()
     kinds = bundle.transform.column_kinds()
-    config = trained.config.with_overrides({"sampler.name": "auto", "generation.output_url": str(tmp_path / "good")})
-    run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
-    good = pa_ds.dataset(str(tmp_path / "good"), format="parquet").to_table().to_pandas()
+    good = pa_ds.dataset(str(auto_output), format="parquet").to_table().to_pandas()
     constant = train.copy()
     for column in constant:
         constant[column] = constant[column].iloc[0]
@@ -116,10 +121,8 @@ def test_obviously_bad_synthetic_rows_score_worse_than_the_model(
     assert scores["shuffled"][1] > scores["good"][1]
 
 
-def test_auto_generates_with_the_choice_and_records_it(report: dict, trained: TrainedModel, tmp_path: Path) -> None:
-    config = trained.config.with_overrides({"sampler.name": "auto", "generation.output_url": str(tmp_path / "out")})
-    run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
-    manifest = read_manifest(str(tmp_path / "out"))
+def test_auto_generates_with_the_choice_and_records_it(report: dict, auto_output: Path) -> None:
+    manifest = read_manifest(str(auto_output))
     assert manifest is not None
     assert manifest.sampler == report["choice"]["sampler"]
     assert manifest.extra["sampler_requested"] == "auto"

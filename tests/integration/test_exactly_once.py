@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,17 @@ def config_for(trained: TrainedModel, output: Path, **generation: object) -> Pip
 def generate(trained: TrainedModel, output: Path, **generation: object) -> str:
     config = config_for(trained, output, **generation)
     return run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
+
+
+def copy_of(clean: Path, output: Path) -> Path:
+    """A finished run of the test config at `output`: generating it there gives the same bytes (assert_same_dataset)."""
+    shutil.copytree(clean, output)
+    return output
+
+
+def session_ray(config: PipelineConfig) -> PipelineConfig:
+    """The config pointed at this session's Ray, so a `vae-pipeline` subprocess connects instead of starting one."""
+    return config.with_overrides({"ray.address": ray.get_runtime_context().gcs_address, "ray.num_cpus": None})
 
 
 def shard_bytes(output: Path) -> dict[str, bytes]:
@@ -106,9 +118,7 @@ def test_a_killed_driver_leaves_no_commit_and_resume_finishes_the_same_bytes(
     trained: TrainedModel, clean_run: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "out"
-    config = config_for(trained, output, num_workers=1).with_overrides(
-        {"ray.address": ray.get_runtime_context().gcs_address, "ray.num_cpus": None}
-    )
+    config = session_ray(config_for(trained, output, num_workers=1))
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config.to_json()))
     args = ["generate", "--config", str(config_path), "--model", trained.model_url]
@@ -139,8 +149,7 @@ def test_a_killed_driver_leaves_no_commit_and_resume_finishes_the_same_bytes(
 def test_resume_rewrites_exactly_the_missing_and_corrupted_shards(
     trained: TrainedModel, clean_run: Path, tmp_path: Path
 ) -> None:
-    output = tmp_path / "out"
-    generate(trained, output)
+    output = copy_of(clean_run, tmp_path / "out")
     (output / "_manifest.json").unlink()  # as if the driver died just before the commit
     (output / "part-00003.parquet").unlink()
     corrupted = output / "part-00007.parquet"
@@ -159,8 +168,7 @@ def test_resume_rewrites_exactly_the_missing_and_corrupted_shards(
 def test_a_corrupted_shard_of_a_committed_run_is_found_and_repaired(
     trained: TrainedModel, clean_run: Path, tmp_path: Path
 ) -> None:
-    output = tmp_path / "out"
-    generate(trained, output)
+    output = copy_of(clean_run, tmp_path / "out")
     corrupted = output / "part-00005.parquet"
     corrupted.write_bytes(b"\0" * corrupted.stat().st_size)
     status = describe(str(output), verify=True)["shards"]
@@ -185,8 +193,7 @@ def test_resume_never_adopts_another_runs_shards(trained: TrainedModel, clean_ru
 def test_resume_from_the_command_line_and_inspect_lists_the_missing_shards(
     trained: TrainedModel, clean_run: Path, tmp_path: Path
 ) -> None:
-    output = tmp_path / "out"
-    generate(trained, output)
+    output = copy_of(clean_run, tmp_path / "out")
     (output / "_manifest.json").unlink()
     for index in (2, 3, 4, 9):
         (output / f"part-{index:05d}.parquet").unlink()
@@ -198,7 +205,7 @@ def test_resume_from_the_command_line_and_inspect_lists_the_missing_shards(
     # The bundle's config says 1000 rows per shard; the interrupted run used 5000, so it is another run.
     refused = vae_pipeline("generate", *flags)
     assert_one_line_error(refused, 4, "already holds", "--overwrite")
-    config = config_for(trained, output).to_json()
+    config = session_ray(config_for(trained, output)).to_json()  # which Ray runs it is no part of the run's identity
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     unresumed = vae_pipeline("generate", "--config", str(config_path), *flags)

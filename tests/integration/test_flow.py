@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 import flows.augment as augment_module
 from flows.augment import augment, statistics_task
 from tests.conftest import PENGUINS
-from tests.integration.conftest import TrainedModel, tiny_config
+from tests.integration.conftest import QUICK_EVALUATION, TrainedModel, tiny_config
 from vae_pipeline import steps
 from vae_pipeline.bundle import default_statistics_url, stored_fingerprint
 from vae_pipeline.cli import describe
@@ -29,7 +29,8 @@ def flow_config(root: Path, input_url: str) -> dict[str, Any]:
     config = tiny_config(
         root,
         data={"input_url": input_url},
-        training={"epochs": 8},
+        training={"epochs": 3},
+        evaluation=QUICK_EVALUATION,
         sampler={"name": "auto"},
         generation={"rows": 2000, "rows_per_shard": 1000, "num_workers": 1},
     )

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import PENGUINS
-from tests.integration.conftest import TrainedModel
+from tests.integration.conftest import Generated, TrainedModel
 from vae_pipeline import storage
 from vae_pipeline.bundle import load_bundle, save_bundle
 from vae_pipeline.errors import ArtifactMismatchError, OutputExistsError
@@ -39,17 +39,17 @@ def read_output(output: Path) -> pa.Table:
     return pa_ds.dataset([str(output / s.name) for s in manifest.shards]).to_table()
 
 
-def test_manifest_describes_the_shards_it_commits(trained: TrainedModel, tmp_path: Path) -> None:
-    url = generate(trained, tmp_path / "out")
+def test_manifest_describes_the_shards_it_commits(trained: TrainedModel, generated: Generated) -> None:
+    url = generated.manifest_url  # what run_generation returned
     manifest = storage.read_json(url)
     assert url.endswith("_manifest.json")
     assert manifest["rows"] == 3000
     assert [s["name"] for s in manifest["shards"]] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     for shard in manifest["shards"]:
-        payload = (tmp_path / "out" / shard["name"]).read_bytes()
+        payload = (generated.output / shard["name"]).read_bytes()
         assert hashlib.sha256(payload).hexdigest() == shard["sha256"]
         assert len(payload) == shard["bytes"]
-        assert pq.read_metadata(tmp_path / "out" / shard["name"]).num_rows == shard["rows"]
+        assert pq.read_metadata(generated.output / shard["name"]).num_rows == shard["rows"]
     assert manifest["bytes"] == sum(s["bytes"] for s in manifest["shards"])
     assert manifest["bundle_fingerprint"] == load_bundle(trained.model_url).fingerprint
     assert manifest["model_url"] == trained.model_url
@@ -59,10 +59,9 @@ def test_manifest_describes_the_shards_it_commits(trained: TrainedModel, tmp_pat
     assert manifest["config"]["generation"]["rows"] == 3000
 
 
-def test_output_keeps_the_input_columns_order_and_types(trained: TrainedModel, tmp_path: Path) -> None:
-    generate(trained, tmp_path / "out")
+def test_output_keeps_the_input_columns_order_and_types(generated: Generated) -> None:
     real = pq.read_table(PENGUINS)
-    synthetic = read_output(tmp_path / "out")
+    synthetic = read_output(generated.output)
     assert synthetic.schema.names == real.schema.names
     assert [f.type for f in synthetic.schema] == [f.type for f in real.schema]
     for name in ("species", "island", "sex"):
@@ -70,13 +69,16 @@ def test_output_keeps_the_input_columns_order_and_types(trained: TrainedModel, t
     assert synthetic.num_rows == 3000
 
 
-def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(trained: TrainedModel, tmp_path: Path) -> None:
-    generate(trained, tmp_path / "a", num_workers=2)
+def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(
+    trained: TrainedModel, generated: Generated, tmp_path: Path
+) -> None:
+    on_two = read_manifest(str(generated.output))
+    assert on_two is not None and len(on_two.extra["workers"]) == 2
     generate(trained, tmp_path / "b", num_workers=1)  # shard bytes do not depend on the number of workers
     generate(trained, tmp_path / "c", seed=6)
     for name in ("part-00000.parquet", "part-00002.parquet"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-        assert (tmp_path / "a" / name).read_bytes() != (tmp_path / "c" / name).read_bytes()
+        assert (generated.output / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        assert (generated.output / name).read_bytes() != (tmp_path / "c" / name).read_bytes()
 
 
 @pytest.mark.parametrize("sampler", ["prior", "gaussian", "gmm", "empirical", "conditional"])
@@ -93,9 +95,10 @@ def test_every_sampler_generates(trained: TrainedModel, tmp_path: Path, sampler:
     assert read_output(tmp_path / sampler).num_rows == 500
 
 
-def test_an_output_holding_another_run_is_refused_and_kept(trained: TrainedModel, tmp_path: Path) -> None:
-    output = tmp_path / "out"
-    generate(trained, output, seed=1)
+def test_an_output_holding_another_run_is_refused_and_kept(
+    trained: TrainedModel, generated: Generated, tmp_path: Path
+) -> None:
+    output = generated.copy_to(tmp_path / "out")  # seed 5's run
     before = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
     with pytest.raises(OutputExistsError, match="--overwrite"):
         generate(trained, output, seed=2)
@@ -105,9 +108,8 @@ def test_an_output_holding_another_run_is_refused_and_kept(trained: TrainedModel
     assert manifest is not None and manifest.seed == 2
 
 
-def test_the_same_run_is_recognised_and_not_redone(trained: TrainedModel, tmp_path: Path) -> None:
-    output = tmp_path / "out"
-    generate(trained, output)
+def test_the_same_run_is_recognised_and_not_redone(trained: TrainedModel, generated: Generated, tmp_path: Path) -> None:
+    output = generated.copy_to(tmp_path / "out")  # a finished run of the same config
     stamps = {p: p.stat().st_mtime_ns for p in output.rglob("*")}
     generate(trained, output)
     assert {p: p.stat().st_mtime_ns for p in output.rglob("*")} == stamps

@@ -19,7 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tests.conftest import REPO
-from tests.integration.conftest import tiny_config
+from tests.integration.conftest import QUICK_EVALUATION, tiny_config
 from tests.integration.test_cli import assert_one_line_error, vae_pipeline
 from vae_pipeline.generation.manifest import read_manifest
 
@@ -88,14 +88,16 @@ def _healthy(api_url: str) -> bool:
 def test_serve_registers_the_schedule_and_a_triggered_run_completes(
     prefect_server: dict[str, str], tmp_path: Path
 ) -> None:
-    config = tiny_config(tmp_path, training={"epochs": 3}, generation={"rows": 500, "num_workers": 1})
+    config = tiny_config(
+        tmp_path, training={"epochs": 3}, evaluation=QUICK_EVALUATION, generation={"rows": 500, "num_workers": 1}
+    )
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config.to_json()))
     log = (tmp_path / "serve.log").open("wb")
     serving = subprocess.Popen(
         [*SERVE, str(config_path), "--cron", "0 2 * * *", "--timezone", "Europe/Paris", "--name", "nightly"],
         cwd=REPO,
-        env=prefect_server,
+        env={**prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},  # picks the triggered run up within 1 s, not 10
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -112,7 +114,7 @@ def test_serve_registers_the_schedule_and_a_triggered_run_completes(
             ]
             assert deployment.parameters == {"config_url": str(config_path)}
             run = client.create_flow_run_from_deployment(deployment.id)
-            final = _wait_for(lambda: _final_state(client, run.id), 420, "the triggered run finishing", 2)
+            final = _wait_for(lambda: _final_state(client, run.id), 420, "the triggered run finishing")
         assert final.is_completed(), (tmp_path / "serve.log").read_text()[-3000:]
     finally:
         _stop(serving)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from tests.integration.ray_cluster import LocalRayCluster, local_ray_cluster_fixture  # noqa: F401 (the fixture)
+from tests.integration.ray_cluster import LocalRayCluster
 from vae_pipeline.errors import ConfigError
 from vae_pipeline.ray_jobs import RayJobError, attempts_of, run_step_as_job, step_entrypoint
 

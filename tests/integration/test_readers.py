@@ -1,7 +1,8 @@
 """The generated output is read unchanged by pyarrow, pandas, Ray Data, our torch dataset and Ray Train workers.
 
-One generation (3000 rows in 3 shards) serves every test. Beside the shards the directory holds the files a run
-leaves next to them (underscore-prefixed JSON, a dot-prefixed temporary file), which every reader must skip.
+One generation (a copy of the session's 3000 rows in 3 shards) serves every test. Beside the shards the directory
+holds the files a run leaves next to them (underscore-prefixed JSON, a dot-prefixed temporary file), which every
+reader must skip.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from torch.utils.data import DataLoader
 
-from tests.integration.conftest import TrainedModel
-from vae_pipeline.generation.job import run_generation
+from tests.integration.conftest import Generated
 from vae_pipeline.generation.manifest import Manifest, read_manifest, schema_json
 from vae_pipeline.readers import SyntheticDataset
 
@@ -40,10 +40,8 @@ Row = tuple[Any, ...]
 
 
 @pytest.fixture(scope="module")
-def output(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("readers") / "synthetic"
-    config = trained.config.with_overrides({"generation.output_url": str(directory)})
-    run_generation(config, model_url=trained.model_url, statistics_url=trained.statistics_url)
+def output(generated: Generated, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = generated.copy_to(tmp_path_factory.mktemp("readers") / "synthetic")
     _add_run_side_files(directory)
     return directory
 

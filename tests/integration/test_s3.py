@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import PENGUINS, S3_ACCESS_KEY, S3_PORT, S3_SECRET, create_bucket, delete_bucket
-from tests.integration.conftest import tiny_config
+from tests.integration.conftest import QUICK_EVALUATION, tiny_config
 from vae_pipeline import storage
 from vae_pipeline.bundle import load_bundle
 from vae_pipeline.config import PipelineConfig
@@ -66,6 +66,8 @@ def s3_run(ray_instance: None, s3_server: str, tmp_path_factory: pytest.TempPath
         data={"input_url": f"s3://{bucket}/input/penguins.parquet"},
         generation={"output_url": f"s3://{bucket}/synthetic"},
         sampler={"name": "gaussian"},
+        training={"epochs": 3},  # a checkpoint per epoch goes to the bucket: these tests need where, not how good
+        evaluation=QUICK_EVALUATION,
     )
     collect = _Collect()
     package = logging.getLogger("vae_pipeline")
