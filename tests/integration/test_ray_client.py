@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +29,8 @@ from tests.integration.conftest import tiny_config
 from tests.integration.ray_cluster import LocalRayCluster
 from vae_pipeline.bundle import load_bundle
 from vae_pipeline.config import PipelineConfig
-from vae_pipeline.errors import ConfigError
 from vae_pipeline.generation.manifest import read_manifest
-from vae_pipeline.runtime import CONNECT_TIMEOUT_S, _check_client_reachable
+from vae_pipeline.runtime import CONNECT_TIMEOUT_S
 
 pytestmark = pytest.mark.slow
 
@@ -172,15 +170,6 @@ def test_a_closed_ray_client_port_is_a_one_line_error_and_writes_nothing(tmp_pat
     assert address in line and "within 2s" in line
     assert f"nc -vz 127.0.0.1 {address.rsplit(':', 1)[1]}" in line
     assert not (tmp_path / "model").exists()
-
-
-def test_the_client_port_check_gives_up_within_its_bound() -> None:
-    address = f"ray://127.0.0.1:{free_port()}"
-    started = time.monotonic()
-    with pytest.raises(ConfigError, match="Ray Client server") as raised:
-        _check_client_reachable(address, timeout_s=1.5)
-    assert time.monotonic() - started < 10
-    assert address in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_a_port_that_is_no_ray_client_server_is_a_one_line_error(

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import free_port
 from vae_pipeline.errors import ConfigError
-from vae_pipeline.runtime import _check_reachable
+from vae_pipeline.runtime import _check_client_reachable, _check_reachable
 
 
-def test_a_gcs_address_that_does_not_answer_fails_within_the_bound() -> None:
-    address = f"127.0.0.1:{free_port()}"
+@pytest.mark.parametrize(
+    ("scheme", "check", "hint"),
+    [("", _check_reachable, "ray status --address"), ("ray://", _check_client_reachable, "Ray Client server")],
+    ids=["gcs", "ray-client"],
+)
+def test_an_address_that_does_not_answer_fails_within_the_bound(
+    scheme: str, check: Callable[..., None], hint: str
+) -> None:
+    address = f"{scheme}127.0.0.1:{free_port()}"
     started = time.monotonic()
-    with pytest.raises(ConfigError, match="ray status --address") as raised:
-        _check_reachable(address, timeout_s=1.5)
+    with pytest.raises(ConfigError, match=hint) as raised:
+        check(address, timeout_s=1.5)
     assert time.monotonic() - started < 10
     assert address in str(raised.value) and "\n" not in str(raised.value)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.generation.test_worker import Fitted, fit_everything
+from tests.unit.generation.test_worker import Fitted
 from vae_pipeline.config import GenerationConfig, SamplerConfig
 from vae_pipeline.errors import ConfigError
 from vae_pipeline.generation.job import worker_device
@@ -30,16 +30,6 @@ RUN_ARGS = {
     "rows_per_shard": 100,
     "batch_rows": 4096,
 }
-
-
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
-    return fit_everything(tmp_path_factory.mktemp("vae"), conditional=False)
-
-
-@pytest.fixture(scope="module")
-def fitted_conditional(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
-    return fit_everything(tmp_path_factory.mktemp("cvae"), conditional=True)
 
 
 def test_the_gpu_decodes_its_own_batch_size() -> None:

@@ -57,16 +57,6 @@ def fit_everything(tmp_path: Path, *, conditional: bool) -> Fitted:
     return Fitted(bundle, posterior, tiny.table)
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
-    return fit_everything(tmp_path_factory.mktemp("vae"), conditional=False)
-
-
-@pytest.fixture(scope="module")
-def fitted_conditional(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
-    return fit_everything(tmp_path_factory.mktemp("cvae"), conditional=True)
-
-
 def generator_for(fitted: Fitted, sampler: SamplerConfig, batch_rows: int = 64) -> ShardGenerator:
     return ShardGenerator(fitted.bundle, fitted.posterior, build_sampler(sampler).fit(fitted.posterior), batch_rows)
 
