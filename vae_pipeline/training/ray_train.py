@@ -145,10 +145,10 @@ def _encoded_datasets(source: Any, transform: TableTransform, config: PipelineCo
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.training.num_workers),
     )
     small = source.count_rows() * transform.output_dim * 4 < _MATERIALIZE_BYTES
-    if not small:
-        _check_streaming_cpus(config)
     if small:
         encoded = encoded.materialize()
+    else:
+        _check_streaming_cpus(config)
     datasets = {
         name: encoded.map_batches(select_split, fn_kwargs={"split": split}, batch_format="numpy")  # type: ignore[arg-type]
         for name, split in (("train", Split.TRAIN), ("validation", Split.VALIDATION))
@@ -162,9 +162,11 @@ def _check_streaming_cpus(config: PipelineConfig) -> None:
     Each training worker holds a CPU for the whole run, the encoding actor pool keeps at least one, and the read and
     split tasks need one more. Only a local instance is checked: a cluster's autoscaler can add the CPUs.
     """
+    if config.ray.address:
+        return
     needed = config.training.num_workers + 2
     cpus = ray.cluster_resources().get("CPU", 0)
-    if not config.ray.address and cpus < needed:
+    if cpus < needed:
         raise ConfigError(
             f"the input is too large to keep in Ray's object store, so training streams it and needs {needed} CPUs "
             f"({config.training.num_workers} training worker(s), one encoding actor, one for reading); the local Ray "

@@ -1,4 +1,4 @@
-"""The generation device: GPU settings, the run id, and a GPU path that is either real or a clear error.
+"""The generation device: GPU settings, the draws, and a GPU path that is either real or a clear error.
 
 The CUDA tests run only where torch sees a GPU (never in CI); everything else runs on a CPU.
 """
@@ -13,7 +13,6 @@ from tests.unit.generation.test_worker import Fitted
 from vae_pipeline.config import GenerationConfig, SamplerConfig
 from vae_pipeline.errors import ConfigError
 from vae_pipeline.generation.job import worker_device
-from vae_pipeline.generation.manifest import GENERATOR_VERSION, generation_run_id
 from vae_pipeline.generation.plan import ShardSpec
 from vae_pipeline.generation.worker import ShardGenerator
 from vae_pipeline.samplers.base import standard_normal, standard_normal_tensor
@@ -21,29 +20,12 @@ from vae_pipeline.samplers.registry import build_sampler
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-RUN_ARGS = {
-    "bundle_fingerprint": "b" * 64,
-    "statistics_digest": "s" * 32,
-    "sampler": {"name": "gaussian"},
-    "seed": 0,
-    "rows": 1000,
-    "rows_per_shard": 100,
-    "batch_rows": 4096,
-}
-
 
 def test_the_gpu_decodes_its_own_batch_size() -> None:
     cpu = GenerationConfig(batch_rows=512, gpu_batch_rows=131_072)
     gpu = GenerationConfig(batch_rows=512, gpu_batch_rows=131_072, use_gpu=True)
     assert (cpu.device, cpu.decode_batch_rows) == ("cpu", 512)
     assert (gpu.device, gpu.decode_batch_rows) == ("cuda", 131_072)
-
-
-def test_the_run_id_names_the_device_and_the_generator_version() -> None:
-    base = generation_run_id(**RUN_ARGS)
-    assert generation_run_id(**RUN_ARGS, device="cpu", generator_version=GENERATOR_VERSION) == base
-    assert generation_run_id(**RUN_ARGS, device="cuda") != base
-    assert generation_run_id(**RUN_ARGS, generator_version=GENERATOR_VERSION - 1) != base
 
 
 def test_standard_normal_draws_are_the_same_as_a_tensor_on_a_cpu() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from vae_pipeline.errors import ArtifactMismatchError
 from vae_pipeline.generation.manifest import (
+    GENERATOR_VERSION,
     MANIFEST_FILE,
     MANIFEST_FORMAT,
     Manifest,
@@ -104,10 +105,17 @@ def test_run_id_stable() -> None:
         ("rows_per_shard", 3),
         ("statistics_digest", "c" * 64),
         ("batch_rows", 1024),
+        ("device", "cuda"),
+        ("generator_version", GENERATOR_VERSION - 1),
     ],
 )
 def test_run_id_sensitive_to_each_input(field: str, value: Any) -> None:
     assert generation_run_id(**{**RUN_ARGS, field: value}) != generation_run_id(**RUN_ARGS)
+
+
+def test_run_id_defaults_to_a_cpu_run_of_this_generator() -> None:
+    explicit = generation_run_id(**RUN_ARGS, device="cpu", generator_version=GENERATOR_VERSION)
+    assert explicit == generation_run_id(**RUN_ARGS)
 
 
 def test_schema_json() -> None:
