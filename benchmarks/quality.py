@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from vae_pipeline.bundle import load_bundle
 from vae_pipeline.config import DataConfig, PipelineConfig, SamplerConfig
 from vae_pipeline.data import open_source
-from vae_pipeline.evaluation import metrics
+from vae_pipeline.evaluation import metrics, privacy
 from vae_pipeline.evaluation.job import run_evaluation
 from vae_pipeline.evaluation.sampling import sample_real_rows
 from vae_pipeline.generation.job import load_artifacts
@@ -227,15 +227,21 @@ def score(synthetic: pd.DataFrame, real: RealRows, kinds: dict[str, str], label:
         "quality": metrics.quality_score(real.holdout, synthetic, kinds),
         "detection_auc": metrics.detection_auc(real.holdout, synthetic, kinds, seed=seed),
         "utility": metrics.utility(synthetic, real.holdout, label, kinds, seed=seed),
-        "privacy": metrics.privacy(synthetic, real.modelled, real.holdout, kinds, seed=seed),
+        "privacy": privacy.privacy(synthetic, *_training_index(real, kinds), seed=seed),
     }
+
+
+def _training_index(real: RealRows, kinds: dict[str, str]) -> tuple[privacy.TrainingIndex, dict[str, float]]:
+    index = privacy.index_training_rows(real.modelled, kinds)
+    return index, privacy.real_baseline(index)
 
 
 def ceiling(real: RealRows, kinds: dict[str, str], label: str, seed: int) -> dict[str, Any]:
     """The real modelled rows scored as if synthetic. Their own privacy is trivially 0, so, as in the evaluation
-    job, the privacy entry is the holdout's own (DCR ratio 1 by definition, its share of exact copies)."""
+    job, the privacy entry is the leave-one-out baseline (DCR ratio 1 by definition, the share of rows with a twin)."""
     entry = score(real.modelled, real, kinds, label, seed)
-    entry["privacy"] = metrics.privacy(real.holdout, real.modelled, real.holdout, kinds, seed=seed)
+    baseline = _training_index(real, kinds)[1]
+    entry["privacy"] = {**baseline, "dcr_synthetic_median": baseline["dcr_real_median"], "dcr_ratio": 1.0}
     return entry
 
 
@@ -269,7 +275,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     )
 
     ours = run_ours(config)
-    kinds = load_bundle(ours.model_url).transform.column_kinds()
+    kinds = load_bundle(ours.model_url).transform.scoring_kinds()
     choice, auto = auto_sampler(ours.report)
     tvae_rows, tvae_seconds = run_tvae(real.modelled, kinds, args, rows)
     samples = {

@@ -7,6 +7,9 @@ mistakes (bad config, bad data, an occupied output), which fail at once with the
 A rerun on unchanged input files and config costs nothing: each step finds its own record beside its artifact
 (`vae_pipeline.steps`) and skips, and generation finds its committed manifest. Each flow run publishes a Markdown
 summary and a table of per-step timings as Prefect artifacts.
+
+`run_augment` runs the flow with a progress reporter (the CLI's console): every step reports to it, and a step
+submitted as a Ray Job at least starts and ends there.
 """
 
 from __future__ import annotations
@@ -32,10 +35,21 @@ from vae_pipeline.generation.manifest import manifest_url, read_manifest
 from vae_pipeline.generation.writer import ShardRecord
 from vae_pipeline.logs import log_context
 from vae_pipeline.posterior.job import run_statistics
+from vae_pipeline.progress import NO_PROGRESS, Progress, current_progress, reporting_to
 from vae_pipeline.ray_jobs import config_for_job, is_jobs_address, run_step_as_job, step_entrypoint
 from vae_pipeline.training.ray_train import run_training
 
 StepResult = dict[str, Any]  # {"step", "url", "seconds", "cached"}
+_STEP_NAMES = {"train": "train", "stats": "statistics", "evaluate": "evaluate", "generate": "generate"}
+
+
+def run_augment(config: dict[str, Any], progress: Progress = NO_PROGRESS) -> str:
+    """Run the `augment` flow on `config` with every step reporting to `progress`; returns the manifest URL.
+
+    The progress travels through `reporting_to`, not as a flow parameter: Prefect records parameters as JSON.
+    """
+    with reporting_to(progress):
+        return str(augment(config=config))
 
 
 def retry_unless_user_error(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -84,11 +98,15 @@ def on_cluster_or_here(pipeline: PipelineConfig, command: str, result_url: str, 
     flow_run = _flow_run_id()
     config_url = storage.join_url(pipeline.model_url, "_runs", flow_run, "config.json")
     storage.write_json(config_url, config_for_job(pipeline).to_json())
-    entrypoint = step_entrypoint(command, config_url, **options)
+    # --verbose: the job's log on the cluster keeps Ray's and Prefect's lines, as the cluster's own record.
+    entrypoint = step_entrypoint(command, config_url, verbose=True, **options)
     logger = get_run_logger()
+    progress = current_progress()
 
     def as_job() -> str:
-        run_step_as_job(address, f"vae-{flow_run}-{command}", entrypoint, log=logger.info)
+        progress.start(_STEP_NAMES[command])
+        submission_id = run_step_as_job(address, f"vae-{flow_run}-{command}", entrypoint, log=logger.info)
+        progress.finish(f"Ray job {submission_id}")
         return result_url
 
     return as_job
@@ -97,7 +115,8 @@ def on_cluster_or_here(pipeline: PipelineConfig, command: str, result_url: str, 
 @task(name="train", **_TASK_OPTIONS)
 def train_task(config: dict[str, Any]) -> StepResult:
     pipeline = parse_config(config)
-    action = on_cluster_or_here(pipeline, "train", pipeline.model_url, lambda: run_training(pipeline))
+    here = lambda: run_training(pipeline, current_progress())  # noqa: E731
+    action = on_cluster_or_here(pipeline, "train", pipeline.model_url, here)
     return _run_step("train", pipeline.model_url, action)
 
 
@@ -105,7 +124,7 @@ def train_task(config: dict[str, Any]) -> StepResult:
 def statistics_task(config: dict[str, Any], model_url: str) -> StepResult:
     pipeline = parse_config(config)
     statistics_url = default_statistics_url(model_url)
-    here = lambda: run_statistics(pipeline, model_url=model_url)  # noqa: E731
+    here = lambda: run_statistics(pipeline, model_url=model_url, progress=current_progress())  # noqa: E731
     action = on_cluster_or_here(pipeline, "stats", statistics_url, here, model=model_url)
     return _run_step("statistics", statistics_url, action)
 
@@ -115,7 +134,9 @@ def evaluate_task(config: dict[str, Any], model_url: str, statistics_url: str) -
     """Score every sampler and publish the report's Markdown as a flow artifact."""
     pipeline = parse_config(config)
     evaluation_url = default_evaluation_url(model_url)
-    here = lambda: run_evaluation(pipeline, model_url=model_url, statistics_url=statistics_url)  # noqa: E731
+    here = lambda: run_evaluation(  # noqa: E731
+        pipeline, model_url=model_url, statistics_url=statistics_url, progress=current_progress()
+    )
     report_url = storage.join_url(evaluation_url, REPORT_FILE)
     action = on_cluster_or_here(pipeline, "evaluate", report_url, here, model=model_url, statistics=statistics_url)
     result = _run_step("evaluate", evaluation_url, action)
@@ -135,7 +156,7 @@ def generate_task(config: dict[str, Any], model_url: str, statistics_url: str) -
     pipeline = parse_config(config).with_overrides({"generation.resume": True})
     output_url = pipeline.generation.output_url
     here = lambda: run_generation(  # noqa: E731
-        pipeline, model_url=model_url, statistics_url=statistics_url, on_shard=log_shard
+        pipeline, model_url=model_url, statistics_url=statistics_url, on_shard=log_shard, progress=current_progress()
     )
     options = {"model": model_url, "statistics": statistics_url, "resume": True}
     action = on_cluster_or_here(pipeline, "generate", manifest_url(output_url), here, **options)

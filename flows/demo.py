@@ -1,50 +1,47 @@
 """`make demo`: the augmentation flow on the shipped penguins table, then a short real-vs-synthetic summary.
 
-Local Ray, Prefect's ephemeral API, local storage under ./out/demo.
+Local Ray, Prefect's ephemeral API, local storage under ./out/demo. The console is the CLI's: a line per step, progress
+bars, the run's summary; Ray's and Prefect's output goes to a log file under out/demo/logs (`--verbose`: to stderr).
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pa_ds
-from rich.console import Console
 from rich.table import Table
 
-from flows.augment import augment
 from vae_pipeline.config import load_config
+from vae_pipeline.console import console, errors, print_dataset_summary, session
 from vae_pipeline.errors import VaePipelineError
 from vae_pipeline.generation.manifest import read_manifest
+from vae_pipeline.logs import configure_logging
 from vae_pipeline.runtime import shutdown_ray
 
 CONFIG_URL = "configs/demo.yaml"
-console = Console()
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def main(verbose: bool = False) -> int:
+    configure_logging()
     config = load_config(CONFIG_URL)
     started = time.perf_counter()
     try:
-        manifest_url = augment(config=config.to_json())
+        with session(config.model_url, "demo", verbose=verbose) as current:
+            from flows.augment import run_augment  # Prefect loads with its output already diverted
+
+            run_augment(config.to_json(), current.progress)
     except VaePipelineError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     finally:
         shutdown_ray()
-    wall = time.perf_counter() - started
     output_url = config.generation.output_url
+    print_dataset_summary(console, output_url, time.perf_counter() - started)
     manifest = read_manifest(output_url)
     assert manifest is not None
-    console.print(
-        f"\n[bold green]done in {wall:.1f}s[/bold green]: {manifest.rows:,} synthetic rows in "
-        f"{len(manifest.shards)} Parquet shards ({manifest.bytes / 1e6:.2f} MB) at [bold]{output_url}[/bold]"
-    )
-    console.print(f"manifest: {manifest_url}   model: {config.model_url}   sampler: {manifest.sampler['name']}")
     real = pa_ds.dataset(config.data.input_url).to_table()
     synthetic = pa_ds.dataset([f"{output_url}/{s.name}" for s in manifest.shards]).to_table()
     console.print(compare_columns(real, synthetic))
@@ -79,4 +76,4 @@ def _describe(column: pa.ChunkedArray) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(verbose="--verbose" in sys.argv[1:]))

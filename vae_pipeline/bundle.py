@@ -2,7 +2,8 @@
 
 Layout under the bundle URL:
     model.safetensors   decoder and encoder weights
-    bundle.json         model config, transform state, pipeline config, per-epoch metrics, fingerprint (the commit)
+    bundle.json         model config, transform state (with every column's role and why), pipeline config,
+                        per-epoch metrics, fingerprint (the commit)
 
 The fingerprint hashes the weights and the JSON that gives them meaning, so statistics and synthetic datasets
 can prove which model they came from.
@@ -51,6 +52,9 @@ class ModelBundle:
         return {
             "fingerprint": self.fingerprint,
             "columns": self.transform.column_kinds(),
+            "roles": {
+                name: {"role": role, "reason": reason} for name, (role, reason) in self.transform.column_roles().items()
+            },
             "label_column": self.transform.label_column,
             "conditional": self.transform.conditional,
             "latent_dim": self.model_config.latent_dim,

@@ -1,12 +1,15 @@
 """The `vae-pipeline` command: the flow (`run`) and each step on its own (`train`, `stats`, `generate`, `inspect`).
 
-The CLI owns the console: progress bars and summaries go to stdout, errors to stderr as one line, and each
-error kind has its own non-zero exit code.
+The CLI owns the console (`vae_pipeline/console.py`): step lines, progress bars and summaries go to stdout, Ray's
+and Prefect's own output to a log file (or to stderr with --verbose), and errors to stderr as one last line, each
+error kind with its own non-zero exit code.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
 import sys
 import time
@@ -14,18 +17,26 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vae_pipeline import storage
 from vae_pipeline.config import PipelineConfig, load_config
+from vae_pipeline.console import (
+    column_roles,
+    console,
+    errors,
+    print_dataset_summary,
+    quiet_log,
+    report_paths,
+    roles_table,
+    scores_table,
+    session,
+)
 from vae_pipeline.errors import StorageError, VaePipelineError
 from vae_pipeline.logs import configure_logging, log_context
+from vae_pipeline.progress import NO_PROGRESS, Progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
-errors = Console(stderr=True)
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (any URL)")]
 InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="training table: Parquet/CSV file, dir or glob")]
@@ -45,6 +56,15 @@ ResumeOpt = Annotated[
 StatsOpt = Annotated[str | None, typer.Option("--statistics", help="statistics URL (default <model>/statistics)")]
 GuardOpt = Annotated[
     bool, typer.Option("--no-privacy-guard", help="generate even if rows sit too close to training rows")
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        envvar="VAE_PIPELINE_VERBOSE",  # for deployments whose platform keeps stderr (a RayJob's pod, a CI log)
+        help="stream Ray's and Prefect's logs to stderr instead of a log file",
+    ),
 ]
 
 
@@ -91,6 +111,7 @@ def run(
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     no_privacy_guard: GuardOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run the whole flow (train -> stats -> evaluate -> generate) under Prefect."""
     pipeline = build_config(
@@ -110,11 +131,12 @@ def run(
         no_privacy_guard=no_privacy_guard,
     )
     preflight(pipeline)
-    from flows.augment import augment  # Prefect is imported only when the flow runs
-
     started = time.perf_counter()
-    manifest = augment(config=pipeline.to_json())
-    print_manifest(manifest, time.perf_counter() - started)
+    with session(pipeline.model_url, "run", verbose=verbose) as current:
+        from flows.augment import run_augment  # Prefect is imported only when the flow runs, its output diverted
+
+        run_augment(pipeline.to_json(), current.progress)
+    print_dataset_summary(console, pipeline.generation.output_url, time.perf_counter() - started)
 
 
 @app.command()
@@ -126,14 +148,21 @@ def train(
     seed: SeedOpt = None,
     label: LabelOpt = None,
     workers: WorkersOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train a model bundle on Ray."""
+    from vae_pipeline.bundle import load_bundle
     from vae_pipeline.training.ray_train import run_training
 
     pipeline = build_config(config, input=input, model=model, epochs=epochs, seed=seed, label=label, workers=workers)
     preflight(pipeline, check_output=False)
-    url = run_training(pipeline)
-    console.print(f"model bundle: [bold]{url}[/bold]")
+    with session(pipeline.model_url, "train", verbose=verbose) as current:
+        url = run_training(pipeline, current.progress)
+    console.print(f"model bundle: [bold]{storage.redact_url(url)}[/bold]", soft_wrap=True)
+    try:
+        console.print(roles_table(column_roles(load_bundle(url).transform)))
+    except StorageError:  # trained through ray:// into storage this machine cannot read: the step still succeeded
+        console.print("(the bundle is not readable from here to list its columns; `vae-pipeline inspect` it there)")
 
 
 @app.command()
@@ -143,12 +172,14 @@ def stats(
     statistics: StatsOpt = None,
     seed: SeedOpt = None,
     workers: WorkersOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compute the aggregate-posterior statistics of a model bundle."""
     from vae_pipeline.posterior.job import run_statistics
 
     pipeline = build_config(config, model=model, seed=seed, workers=workers)
-    url = run_statistics(pipeline, model_url=pipeline.model_url, statistics_url=statistics)
+    with session(pipeline.model_url, "stats", verbose=verbose) as current:
+        url = run_statistics(pipeline, pipeline.model_url, statistics, current.progress)
     console.print(f"statistics: [bold]{url}[/bold]")
     _print_mapping("aggregate posterior", _posterior_summary(url))
 
@@ -167,6 +198,7 @@ def generate(
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     no_privacy_guard: GuardOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Generate synthetic rows from an existing bundle into Parquet shards plus _manifest.json."""
     from vae_pipeline.bundle import load_bundle
@@ -190,12 +222,12 @@ def generate(
     )
     model_url = pipeline.model_url
     started = time.perf_counter()
-    if pipeline.sampler.name == "auto" and read_report(model_url) is None:
-        console.print("sampler 'auto': evaluating every sampler on this model first")
-        _evaluate(pipeline, model_url, statistics)
-    with _shard_progress(pipeline.generation.rows, pipeline.generation.rows_per_shard) as on_shard:
-        url = run_generation(pipeline, model_url=model_url, statistics_url=statistics, on_shard=on_shard)
-    print_manifest(url, time.perf_counter() - started)
+    with session(model_url, "generate", verbose=verbose) as current:
+        if pipeline.sampler.name == "auto" and read_report(model_url) is None:
+            console.print("sampler 'auto': evaluating every sampler on this model first")
+            _evaluate(pipeline, model_url, statistics, progress=current.progress)
+        run_generation(pipeline, model_url=model_url, statistics_url=statistics, progress=current.progress)
+    print_dataset_summary(console, pipeline.generation.output_url, time.perf_counter() - started)
 
 
 @app.command()
@@ -206,22 +238,36 @@ def evaluate(
     rows: Annotated[int | None, typer.Option("--rows", "-n", help="synthetic rows per sampler")] = None,
     seed: SeedOpt = None,
     statistics: StatsOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Score every sampler on held-out real rows; writes report.json, report.md and plots beside the bundle."""
     from vae_pipeline.bundle import load_bundle
 
     base = load_config(config) if config else load_bundle(model or PipelineConfig().model_url).config
     pipeline = base.with_overrides({"model_url": model, "evaluation.rows": rows, "evaluation.seed": seed})
-    report_url = _evaluate(pipeline, pipeline.model_url, statistics, input)
-    console.print(f"evaluation report: [bold]{report_url.rsplit('/', 1)[0]}/report.md[/bold]")
+    with session(pipeline.model_url, "evaluate", verbose=verbose) as current:
+        _evaluate(pipeline, pipeline.model_url, statistics, input, progress=current.progress)
+    for line in report_paths(pipeline.model_url):
+        console.print(line, soft_wrap=True, highlight=False)
 
 
-def _evaluate(pipeline: PipelineConfig, model_url: str, statistics: str | None, input_url: str | None = None) -> str:
+def _evaluate(
+    pipeline: PipelineConfig,
+    model_url: str,
+    statistics: str | None,
+    input_url: str | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> str:
+    """Run the evaluation, then its verdict and the chosen sampler's scores beside the prior's."""
     from vae_pipeline.evaluation.job import run_evaluation
     from vae_pipeline.evaluation.report import verdict
 
-    report_url = run_evaluation(pipeline, model_url=model_url, statistics_url=statistics, input_url=input_url)
-    console.print(verdict(storage.read_json(report_url)))
+    report_url = run_evaluation(pipeline, model_url, statistics, input_url, progress)
+    report = storage.read_json(report_url)
+    console.print(verdict(report))
+    choice = report.get("choice")
+    chosen = next((e for e in report["samplers"] if choice and e["name"] == choice["name"]), None)
+    console.print(scores_table(report, chosen))
     return report_url
 
 
@@ -254,7 +300,12 @@ def inspect(
         console.print_json(json.dumps(summary))
         return
     for title, section in summary.items():
+        roles = section.pop("roles", None)  # every column's role and why: a table of its own
+        order = list(section.pop("columns", None) or []) if roles is not None else []  # schema order
         _print_mapping(title, section)
+        if roles is not None:
+            names = [name for name in order if name in roles] + [name for name in roles if name not in order]
+            console.print(roles_table({name: (roles[name]["role"], roles[name]["reason"]) for name in names}))
 
 
 def describe(url: str, verify: bool = False) -> dict[str, Any]:
@@ -320,43 +371,6 @@ def preflight(pipeline: PipelineConfig, *, check_output: bool = True) -> None:
         check_output_free(settings.output_url, settings.overwrite, settings.resume, pipeline.to_json())
 
 
-def print_manifest(manifest_url: str, seconds: float) -> None:
-    from vae_pipeline.generation.manifest import read_manifest
-
-    output_url = manifest_url.rsplit("/", 1)[0]
-    manifest = read_manifest(output_url)
-    assert manifest is not None
-    console.print(f"finished in {seconds:.1f}s ({manifest.rows / seconds:,.0f} rows/s end to end)")
-    console.print(
-        f"synthetic dataset: [bold]{output_url}[/bold] ({manifest.rows:,} rows in "
-        f"{len(manifest.shards)} shards, manifest {manifest_url})"
-    )
-
-
-class _shard_progress:
-    """A rich progress bar fed by the generation job's per-shard callback."""
-
-    def __init__(self, rows: int, rows_per_shard: int) -> None:
-        self.total = -(-rows // rows_per_shard)
-        self.progress = Progress(
-            TextColumn("generating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("shards"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-
-    def __enter__(self) -> Any:
-        self.progress.start()
-        task_id = self.progress.add_task("shards", total=self.total)
-        return lambda record: self.progress.advance(task_id)
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-
 def _print_mapping(title: str, mapping: dict[str, Any]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     for key, value in mapping.items():
@@ -367,19 +381,48 @@ def _print_mapping(title: str, mapping: dict[str, Any]) -> None:
 def main() -> None:
     # VAE_PIPELINE_LOG_FORMAT=json gives one JSON object per log line, with the run id and step, for log pipelines.
     configure_logging(os.environ.get("VAE_PIPELINE_LOG_FORMAT", "text"))
+    # Exit handlers run last registered, first run: this one, registered before Ray and Prefect register theirs
+    # (which log as the temporary server and Ray shut down), runs after them, so the error is the last line.
+    atexit.register(_print_error)
     command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "-")
     try:
         with log_context(step=command):
             app(standalone_mode=False)
     except VaePipelineError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        errors.print("aborted")
-        sys.exit(130)
+        _fail(f"error: {exc}", exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail("aborted", 130)
     except click.exceptions.ClickException as exc:
-        exc.show()
+        exc.show(file=errors.file)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        log = quiet_log()
+        if log is None:
+            raise  # --verbose, or before any output was diverted: Python's own traceback on stderr
+        # The root logger writes to the log file alone (the pipeline's own loggers also reach the console).
+        logging.getLogger().exception("vae-pipeline %s failed", command)
+        _fail(f"error: {type(exc).__name__}: {_last_line(exc)} (traceback in {log})", 1)
+
+
+def _last_line(exc: BaseException, limit: int = 300) -> str:
+    """An unexpected error's message on one line: the last line of a long one (a Ray error ends with its cause's)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    line = lines[-1] if lines else "no message"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+_ERROR: list[str] = []  # the one-line error, printed at exit
+
+
+def _fail(line: str, exit_code: int) -> None:
+    """Exit with the one-line error as the last line on stderr."""
+    _ERROR.append(line)
+    sys.exit(exit_code)
+
+
+def _print_error() -> None:
+    for line in _ERROR:
+        errors.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

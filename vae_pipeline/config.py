@@ -6,15 +6,18 @@ rebuilt from that alone. Credentials never live here: storage options that look 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vae_pipeline import storage
 from vae_pipeline.errors import ConfigError
 
-ColumnKind = Literal["continuous", "categorical"]
+# A column's role: how it is modelled and written back (transforms/roles.py infers it; data.column_kinds overrides).
+ColumnKind = Literal["continuous", "categorical", "discrete", "id", "datetime", "text", "constant", "drop"]
+# A location, spelled one way (storage.normalize_url): `out//c`, `./out/c/` and `out/c` are one output, one run.
+Location = Annotated[str, AfterValidator(storage.normalize_url)]
 SamplerName = Literal["auto", "prior", "gaussian", "gmm", "empirical", "conditional"]
 
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "connection_string")
@@ -29,7 +32,7 @@ class _Frozen(BaseModel):
 class DataConfig(_Frozen):
     """Where the training table is and how to read its columns."""
 
-    input_url: str = "data/penguins.parquet"
+    input_url: Location = "data/penguins.parquet"
     format: Literal["auto", "parquet", "csv"] = "auto"
     column_kinds: dict[str, ColumnKind] = Field(default_factory=dict)
     drop_columns: list[str] = Field(default_factory=list)
@@ -38,7 +41,12 @@ class DataConfig(_Frozen):
     categorical_max_distinct: int = Field(
         20, ge=1, description="integers with at most this many values are categorical"
     )
-    max_categories: int = Field(1000, ge=2, description="a categorical column with more distinct values is an error")
+    max_categories: int = Field(
+        1000, ge=2, description="one-hot slots of a categorical column; rarer values share one 'rare' slot"
+    )
+    text_min_count: int = Field(
+        5, ge=2, description="a text column's values seen at least this often are modelled; rarer ones become null"
+    )
     max_modes: int = Field(10, ge=1, le=50, description="mixture components per continuous column")
     fit_sample_rows: int = Field(50_000, ge=100, description="bounded reservoir for fitting each column's mixture")
     batch_rows: int = Field(65_536, ge=1, description="rows per Arrow record batch when streaming the input")
@@ -51,6 +59,11 @@ class DataConfig(_Frozen):
     def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
         _refuse_secrets(value, "")
         return value
+
+    @property
+    def dropped_columns(self) -> list[str]:
+        """`drop_columns` and the columns whose `column_kinds` entry is `drop`: left out of everything."""
+        return [*self.drop_columns, *(name for name, kind in self.column_kinds.items() if kind == "drop")]
 
 
 def _refuse_secrets(options: dict[str, Any], prefix: str) -> None:
@@ -124,9 +137,9 @@ class EvaluationConfig(_Frozen):
 
     rows: int = Field(2_000, ge=20, description="synthetic rows per sampler, and the most real rows scored")
     temperatures: list[float] = Field(default_factory=lambda: [0.8], description="extra temperatures tried")
-    min_holdout_rows: int = Field(30, ge=10, description="fewer holdout rows than this cannot be scored")
+    min_holdout_rows: int = Field(15, ge=10, description="fewer holdout rows than this cannot be scored")
     privacy_margin: float = Field(0.1, ge=0, lt=1, description="refuse if DCR ratio < 1 - margin")
-    max_copy_excess: float = Field(0.01, ge=0, le=1, description="refuse if exact copies exceed the holdout's by more")
+    max_copy_excess: float = Field(0.01, ge=0, le=1, description="refuse if copies exceed the natural rate by more")
     seed: int = 0
 
     @field_validator("temperatures")
@@ -140,7 +153,7 @@ class EvaluationConfig(_Frozen):
 class GenerationConfig(_Frozen):
     rows: int = Field(10_000, ge=1)
     rows_per_shard: int = Field(50_000, ge=1)
-    output_url: str = "out/synthetic"
+    output_url: Location = "out/synthetic"
     seed: int = 0
     num_workers: int = Field(2, ge=1)
     batch_rows: int = Field(4_096, ge=1, description="rows decoded per forward pass")
@@ -172,7 +185,7 @@ class RayConfig(_Frozen):
 class PipelineConfig(_Frozen):
     """The whole pipeline: one YAML file."""
 
-    model_url: str = "out/model"
+    model_url: Location = "out/model"
     # Sections are frozen, so one shared default instance per section is safe.
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -192,17 +205,21 @@ class PipelineConfig(_Frozen):
         return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> PipelineConfig:
-        """A copy with dotted keys replaced, e.g. {"training.epochs": 5}; validated like the file."""
-        data = self.model_dump(mode="json")
+        """A copy with dotted keys replaced, e.g. {"training.epochs": 5}; validated like the file.
+
+        Keys left at their defaults stay unset in the copy, so a default that adapts to the data (such as the
+        holdout share of a small table) still knows the user did not choose it.
+        """
+        full, data = self.model_dump(mode="json"), self.model_dump(mode="json", exclude_unset=True)
         for dotted, value in overrides.items():
             if value is None:
                 continue
-            node = data
+            known, node = full, data
             *parents, leaf = dotted.split(".")
             for part in parents:
-                if not isinstance(node.get(part), dict):
+                if not isinstance(known.get(part), dict):
                     raise ConfigError(f"unknown key '{dotted}'; check it against the config reference in README.md")
-                node = node[part]
+                known, node = known[part], node.setdefault(part, {})
             node[leaf] = value
         return parse_config(data, source="overrides")
 

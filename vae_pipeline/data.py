@@ -162,11 +162,10 @@ def _pipeline_schema(schema: pa.Schema, config: DataConfig) -> pa.Schema:
         raise DataError(
             f"label column '{config.label_column}' is not in the data; pick one of {available} (data.label_column)"
         )
-    if config.label_column in config.drop_columns:
-        raise DataError(
-            f"label column '{config.label_column}' is also in data.drop_columns; keep it or unset the label"
-        )
-    kept = pa.schema([field for field in schema if field.name not in config.drop_columns])
+    if config.label_column in config.dropped_columns:
+        where = "data.drop_columns" if config.label_column in config.drop_columns else "data.column_kinds as drop"
+        raise DataError(f"label column '{config.label_column}' is also in {where}; keep it or unset the label")
+    kept = pa.schema([field for field in schema if field.name not in config.dropped_columns])
     for field in kept:
         if pa.types.is_null(field.type):
             raise DataError(f"column '{field.name}' is all null; add it to data.drop_columns")

@@ -49,12 +49,12 @@ USER_ERRORS: dict[int, type[VaePipelineError]] = {
 }
 # Options each CLI step accepts besides --config (vae_pipeline/cli.py; a unit test keeps the two in step).
 STEP_OPTIONS: dict[str, frozenset[str]] = {
-    "train": frozenset({"input", "model", "epochs", "seed", "label", "workers"}),
-    "stats": frozenset({"model", "statistics", "seed", "workers"}),
-    "evaluate": frozenset({"model", "input", "rows", "seed", "statistics"}),
+    "train": frozenset({"input", "model", "epochs", "seed", "label", "workers", "verbose"}),
+    "stats": frozenset({"model", "statistics", "seed", "workers", "verbose"}),
+    "evaluate": frozenset({"model", "input", "rows", "seed", "statistics", "verbose"}),
     "generate": frozenset(
         {"model", "output", "rows", "seed", "sampler", "temperature", "statistics", "workers", "overwrite"}
-        | {"resume", "no_privacy_guard"}
+        | {"resume", "no_privacy_guard", "verbose"}
     ),
 }
 ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)

@@ -12,7 +12,8 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import ray
@@ -40,6 +41,8 @@ _RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT
 # A custom resource Ray gives the head node alone: a step's driver task asks for a sliver of it, so it runs beside
 # the Ray Client server and never on a worker node that an autoscaler may take away (a 0-CPU task keeps no node busy).
 _HEAD_NODE = {"node:__internal_head__": 0.001}
+# Ray reads the GCS port of a head node it starts from GCS_PORT_VAR (ray_constants.GCS_PORT_ENVIRONMENT_VARIABLE).
+RAY_ADDRESS_VAR, GCS_PORT_VAR = "RAY_ADDRESS", "RAY_GCS_SERVER_PORT"
 
 
 def ensure_ray(config: RayConfig) -> None:
@@ -58,12 +61,49 @@ def ensure_ray(config: RayConfig) -> None:
         kwargs["address"] = config.address
     elif config.num_cpus:
         kwargs["num_cpus"] = config.num_cpus
+    local = not config.address and not os.environ.get(RAY_ADDRESS_VAR)  # RAY_ADDRESS: a Ray Job's driver connects
+    if local:
+        kwargs["address"] = "local"  # a new instance, even while the pinned RAY_ADDRESS below is set
     try:
-        _init(kwargs, attempts=CLIENT_CONNECT_ATTEMPTS if is_client_address(config.address) else 1)
+        with _own_address_exported() if local else nullcontext():
+            _init(kwargs, attempts=CLIENT_CONNECT_ATTEMPTS if is_client_address(config.address) else 1)
     except ConnectionError as exc:
         raise ConfigError(_connection_error(config.address, exc)) from exc
     _configure_ray_data()
     logger.info("ray ready: %s", ray.cluster_resources())
+
+
+@contextmanager
+def _own_address_exported() -> Iterator[None]:
+    """Start a local instance on a GCS port chosen here, with its own address in its processes' environment.
+
+    Ray code that finds the cluster by itself (the state API, which Ray Train V2's PlacementGroupCleaner asks
+    whether the Train controller is alive) reads RAY_ADDRESS, else scans the machine for GCS processes: with two
+    pipelines running it fails with "Found multiple active Ray instances", and where `ray start` left
+    /tmp/ray/ray_current_cluster behind it asks that other cluster, which does not know the controller. Ray takes
+    the head's GCS port from RAY_GCS_SERVER_PORT, and the raylet hands its environment to every worker, so each
+    worker of this instance points at its own GCS. The driver's environment is restored afterwards, so a process it
+    starts (another `vae-pipeline`) still starts an instance of its own.
+    """
+    port = _unused_port()
+    pinned = {GCS_PORT_VAR: str(port), RAY_ADDRESS_VAR: f"127.0.0.1:{port}"}
+    saved = {key: os.environ.get(key) for key in pinned}
+    os.environ.update(pinned)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _unused_port() -> int:
+    """A TCP port free at this moment (Ray picks its own ports the same way)."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return int(probe.getsockname()[1])
 
 
 def _init(kwargs: dict[str, Any], attempts: int) -> None:

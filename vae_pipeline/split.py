@@ -2,7 +2,8 @@
 
 Each row's fate comes from a hash of its content and a seed, so it does not depend on file order, batch
 boundaries or how Ray partitions the data: the same row lands in the same split on every worker and every rerun.
-Identical rows share a split, which keeps exact duplicates out of the holdout that privacy checks compare against.
+Identical rows share a split, so the holdout never holds a twin of a training row: fidelity is scored on rows the
+model never saw, and the privacy baseline is measured on training rows instead (`evaluation/privacy.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,27 @@ def row_keys(data: pa.RecordBatch | pa.Table, seed: int) -> np.ndarray:
     return pd.util.hash_array(keys, hash_key=hash_key)
 
 
+def position_keys(start: int, count: int, seed: int) -> np.ndarray:
+    """A uint64 pseudo-random key per row from its position in the stream and `seed`; (count,).
+
+    Unlike `row_keys`, identical rows get independent keys: a sample drawn by these keys treats each row as its own
+    draw from the data, as the privacy baseline needs (content keys would keep or drop every copy of a row at once).
+    The keys depend on the rows' order, which a table source streams deterministically.
+    """
+    with np.errstate(over="ignore"):
+        index = np.arange(start, start + count, dtype=np.uint64) + np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+        return _splitmix64(index * np.uint64(0x9E3779B97F4A7C15))
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele et al. 2014): a bijective mix of 64-bit integers."""
+    with np.errstate(over="ignore"):
+        z = values.copy()
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 def _canonical(column: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
     """Arrays that depend only on a column's values, never on batch boundaries; exact for 64-bit integers.
 
@@ -69,11 +91,16 @@ def split_codes(data: pa.RecordBatch | pa.Table, config: DataConfig) -> np.ndarr
     return assign_splits(data, config.split_seed, config.validation_fraction, config.holdout_fraction)
 
 
+def split_uniforms(data: pa.RecordBatch | pa.Table, seed: int) -> np.ndarray:
+    """The number in [0, 1) that places each row: holdout below the holdout share, then validation; (B,)."""
+    return row_keys(data, seed).astype(np.float64) / _TWO_64
+
+
 def assign_splits(
     data: pa.RecordBatch | pa.Table, seed: int, validation_fraction: float, holdout_fraction: float
 ) -> np.ndarray:
     """Split code per row (`Split` values), with the given expected shares; (B,) int8."""
-    uniform = row_keys(data, seed).astype(np.float64) / _TWO_64
+    uniform = split_uniforms(data, seed)
     codes = np.full(len(uniform), Split.TRAIN, dtype=np.int8)
     codes[uniform < holdout_fraction + validation_fraction] = Split.VALIDATION
     codes[uniform < holdout_fraction] = Split.HOLDOUT

@@ -6,6 +6,7 @@ imports fsspec and never sees credentials: those come from the environment or fs
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,6 +35,8 @@ _LOCAL_PROTOCOLS = {"file", "local"}
 # Object stores have no directories: makedirs there would create a bucket, so a typo'd bucket name would appear.
 _OBJECT_STORES = set(_EXTRA_FOR_PROTOCOL)
 _FAMILY = {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az"}
+# Schemes that name the very same store, spelled one way in normalised URLs (abfs URLs also carry the account).
+_ALIAS = {"s3a": "s3", "gcs": "gs"}
 _CREDENTIAL_HINT = {
     "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an IAM role",
     "gs": "set GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`",
@@ -104,6 +107,45 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{host}{sep}{path}"
 
 
+def normalize_url(url: str) -> str:
+    """One spelling per location, so that a location written two ways is one output, one model, one run.
+
+    `out//c`, `./out/c/` and `out/c` become `out/c`; `file:///abs/c` and `local:///abs/c` become `/abs/c`;
+    `S3://bucket//a/` becomes `s3://bucket/a` (to S3 `a//b` is another key than `a/b`, but nobody means two places by
+    it; `s3a` and `gcs` are the same stores as `s3` and `gs`). A normalised URL
+    stays as it is, so the configs and run ids of runs that spelled their locations plainly do not change. Relative
+    paths stay relative (an absolute one would put this machine's working directory into every config) and `..`
+    stays (through a symlink, `a/b/..` need not be `a`). Other schemes (http, hdfs, ...), chained URLs
+    (`simplecache::s3://...`) and URLs with a query pass unchanged.
+    """
+    if "::" in url or "?" in url or "#" in url:
+        return url
+    protocol = protocol_of(url)
+    if protocol in _LOCAL_PROTOCOLS:
+        path = url.split("://", 1)[1] if "://" in url else url
+        if "://" in url and path.startswith("localhost/"):
+            path = path.removeprefix("localhost")
+        return _collapsed(path, keep_root=True)
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    if (protocol in _OBJECT_STORES or protocol == "memory") and rest.strip("/"):
+        return f"{_ALIAS.get(protocol, protocol)}://{_collapsed(rest, keep_root=False)}"
+    return url
+
+
+def location_key(url: str) -> str:
+    """What identifies a location when two configs are compared: the normalised URL, and for a local path the real
+    absolute path (so `out/c`, `/work/out/c` and a symlink to it are one place). For comparing, never for storing."""
+    url = normalize_url(url)
+    return os.path.realpath(url) if is_local(url) and "*" not in url else url
+
+
+def _collapsed(path: str, keep_root: bool) -> str:
+    """The path without empty or `.` segments and without a trailing slash; `/` stays the root."""
+    segments = [part for part in path.split("/") if part not in ("", ".")]
+    root = "/" if keep_root and path.startswith("/") else ""
+    return root + "/".join(segments) if segments or root else "."
+
+
 def join_url(base: str, *parts: str) -> str:
     """Join path parts onto a URL with forward slashes, whatever the platform."""
     url = base.rstrip("/")
@@ -126,6 +168,7 @@ def list_urls(url: str, pattern: str = "*", storage_options: dict[str, Any] | No
     """Sorted URLs of the files directly under `url` whose names match `pattern`; empty when it does not exist."""
     fs, path = url_to_fs(url, storage_options)
     with failures_named(url, "list"):
+        fs.invalidate_cache(path)  # object stores cache listings: another process's new files must show
         if not fs.exists(path):
             return []
         found = fs.glob(posixpath.join(path, pattern))
@@ -181,6 +224,59 @@ def atomic_write(url: str, data: bytes, storage_options: dict[str, Any] | None =
         tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
         fs.pipe_file(tmp, data)
         fs.mv(tmp, path)
+
+
+def create_exclusive(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> bool:
+    """Create `url` holding `data` unless something is there already: True if this call created it.
+
+    Of several callers racing for one URL, exactly one gets True where the store can do this atomically: a local
+    filesystem (the finished file is hard-linked into place, which fails if the name exists), S3 (a conditional
+    PUT, `If-None-Match: *`), Azure (`overwrite=False`) and GCS (`ifGenerationMatch=0`, experimental in gcsfs), all
+    through fsspec's `pipe_file(mode="create")`. Other fsspec filesystems check, then write: a narrow race remains.
+    """
+    fs, path = url_to_fs(url, storage_options)
+    with failures_named(url, "write"):
+        if is_local(url):
+            return _link_exclusive(fs, path, data)
+        try:
+            fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if _any_cause(exc, _conflict):  # S3: another conditional write to the same key was in flight
+                return False
+            raise
+        return True
+
+
+def _link_exclusive(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write a temporary sibling whole, then hard-link it to the name: readers never see a partial file."""
+    parent = posixpath.dirname(path)
+    fs.makedirs(parent, exist_ok=True)
+    tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+    fs.pipe_file(tmp, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        return _create_excl(path, data)  # a filesystem without hard links (some FUSE and SMB mounts)
+    finally:
+        os.unlink(tmp)
+    return True
+
+
+def _create_excl(path: str, data: bytes) -> bool:
+    """O_EXCL creation: atomic, but a reader may see the file before its bytes are all written."""
+    try:
+        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
+    return True
 
 
 def write_json(url: str, obj: Any, storage_options: dict[str, Any] | None = None) -> None:
@@ -286,6 +382,13 @@ def _denied(exc: BaseException) -> bool:
     response = getattr(exc, "response", None)
     code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
     return str(code) in _DENIED_CODES or getattr(exc, "status", None) in (401, 403)
+
+
+def _conflict(exc: BaseException) -> bool:
+    """S3's answer to two conditional writes of one key at once (HTTP 409 ConditionalRequestConflict)."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code) in ("ConditionalRequestConflict", "409")
 
 
 def _describe(exc: BaseException) -> str:

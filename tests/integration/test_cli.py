@@ -183,7 +183,13 @@ def test_run_generate_and_inspect_from_the_command_line(tmp_path: Path) -> None:
     assert more is not None and (more.rows, more.seed, more.sampler["name"]) == (1500, 4, "gaussian")
     assert more.extra["evaluation"]["scores"]["name"] == "gaussian@T=0.8"  # the flow evaluated it
     files = sorted(str(p.relative_to(tmp_path / "more")) for p in (tmp_path / "more").rglob("*") if p.is_file())
-    assert files == ["_manifest.json", "_run.json", "_shards/part-00000.json", "part-00000.parquet"]
+    assert files == [
+        "_lease/000000000001.json",  # the lease the generating driver held, given back
+        "_manifest.json",
+        "_run.json",
+        "_shards/part-00000.json",
+        "part-00000.parquet",
+    ]
 
     shown = vae_pipeline("inspect", str(model), "--json")
     assert shown.returncode == 0, shown.stderr

@@ -11,17 +11,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import PENGUINS
-from tests.integration.conftest import TrainedModel
+from tests.integration.conftest import TrainedModel, tiny_config
 from vae_pipeline import storage
 from vae_pipeline.bundle import load_bundle
+from vae_pipeline.config import SamplerConfig
 from vae_pipeline.data import open_source
 from vae_pipeline.errors import DataError, PrivacyError
-from vae_pipeline.evaluation import metrics
+from vae_pipeline.evaluation import metrics, privacy
 from vae_pipeline.evaluation.job import run_evaluation
 from vae_pipeline.evaluation.sampling import sample_real_rows
 from vae_pipeline.evaluation.store import default_evaluation_url, read_report
-from vae_pipeline.generation.job import run_generation
+from vae_pipeline.generation.job import load_artifacts, run_generation
 from vae_pipeline.generation.manifest import read_manifest
+from vae_pipeline.generation.plan import ShardSpec
+from vae_pipeline.generation.worker import ShardGenerator
+from vae_pipeline.samplers.registry import build_sampler
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +39,7 @@ SAMPLER_KEYS = {
     "composite",
     "privacy_ok",
     "privacy_reason",
+    "outside_support",
 }
 
 
@@ -101,7 +106,7 @@ def test_obviously_bad_synthetic_rows_score_worse_than_the_model(trained: Traine
     bundle = load_bundle(trained.model_url)
     real = sample_real_rows(open_source(bundle.config.data), bundle.config.data, rows=1000, seed=0)
     holdout, train = real.holdout.to_pandas(), real.train.to_pandas()
-    kinds = bundle.transform.column_kinds()
+    kinds = bundle.transform.scoring_kinds()
     good = pa_ds.dataset(str(auto_output), format="parquet").to_table().to_pandas()
     constant = train.copy()
     for column in constant:
@@ -154,6 +159,57 @@ def test_the_privacy_guard_refuses_a_sampler_the_evaluation_flagged(
         assert read_manifest(str(tmp_path / "a")) is not None
     finally:
         storage.atomic_write(url, original)
+
+
+@pytest.fixture(scope="module")
+def memorising(ray_instance: None, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A model that reconstructs its training rows closely, on a table where 46% of rows repeat another.
+
+    Five penguin columns (species, island, sex, year, flipper length in whole millimetres), a wide latent, a tiny
+    KL weight and many epochs: decoding a training row's posterior gives that row back.
+    """
+    from vae_pipeline.posterior.job import run_statistics
+    from vae_pipeline.training.ray_train import run_training
+
+    root = tmp_path_factory.mktemp("memorising")
+    table = pq.read_table(PENGUINS).select(["species", "island", "sex", "year", "flipper_length_mm"])
+    pq.write_table(table, root / "repeats.parquet")
+    config = tiny_config(
+        root,
+        data={"input_url": str(root / "repeats.parquet")},
+        model={"latent_dim": 8, "hidden_dims": [64, 64]},
+        training={"epochs": 150, "batch_size": 32, "beta": 0.01},
+    )
+    model_url = run_training(config)
+    return TrainedModel(root, config, model_url, run_statistics(config, model_url=model_url))
+
+
+def _privacy_verdict(model: TrainedModel, sampler: SamplerConfig) -> tuple[bool, str | None, dict]:
+    """The guard's verdict on `sampler`'s rows, scored as the evaluation job scores them."""
+    bundle, posterior = load_artifacts(model.model_url, model.statistics_url)
+    settings, data = model.config.evaluation, bundle.config.data
+    real = sample_real_rows(open_source(data), data, settings.rows, settings.seed)
+    transform = bundle.transform
+    index = privacy.index_training_rows(transform.scoring_view(real.train).to_pandas(), transform.scoring_kinds())
+    baseline = privacy.real_baseline(index)
+    generator = ShardGenerator(bundle, posterior, build_sampler(sampler).fit(posterior))
+    rows = transform.scoring_view(generator.generate(ShardSpec(index=0, rows=1000, seed=1))).to_pandas()
+    found = privacy.privacy(rows, index, baseline)
+    ok, reason = privacy.verdict(
+        found, baseline, privacy_margin=settings.privacy_margin, max_copy_excess=settings.max_copy_excess
+    )
+    return ok, reason, {**found, "real_copy_share": baseline["exact_copy_share"]}
+
+
+def test_on_a_table_with_repeats_the_guard_passes_a_faithful_sampler_and_refuses_a_replay(
+    memorising: TrainedModel,
+) -> None:
+    ok, reason, found = _privacy_verdict(memorising, SamplerConfig(name="gaussian"))
+    assert ok, (reason, found)
+    assert found["exact_copy_share"] > 0.1  # it reproduces rows that real rows repeat too, and may
+    ok, reason, found = _privacy_verdict(memorising, SamplerConfig(name="empirical", temperature=0.01))
+    assert not ok, found
+    assert reason is not None
 
 
 def test_evaluation_on_a_table_with_another_schema_is_refused(trained: TrainedModel, tmp_path: Path) -> None:

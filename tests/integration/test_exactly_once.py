@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -70,7 +71,7 @@ def clean_run(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def assert_same_dataset(output: Path, clean: Path) -> None:
-    """Exact rows, no duplicates, the clean run's bytes, and a manifest that matches the files."""
+    """Exact rows, none more often than in the clean run, its bytes, and a manifest that matches the files."""
     assert shard_bytes(output) == shard_bytes(clean)
     manifest, reference = read_manifest(str(output)), read_manifest(str(clean))
     assert manifest is not None and reference is not None
@@ -80,7 +81,10 @@ def assert_same_dataset(output: Path, clean: Path) -> None:
         assert hashlib.sha256((output / record.name).read_bytes()).hexdigest() == record.sha256
     table = pa_ds.dataset(str(output), format="parquet").to_table()
     assert table.num_rows == manifest.rows == ROWS
-    assert len(set(_row_keys(table))) == ROWS, "a row appears twice"
+    # Generated rows may repeat by chance (a discrete or categorical table repeats rows as real ones do), so a shard
+    # written twice shows as rows counted more often than in the clean run.
+    clean_rows = Counter(_row_keys(pa_ds.dataset(str(clean), format="parquet").to_table()))
+    assert Counter(_row_keys(table)) == clean_rows, "a row appears more often than in the clean run"
     assert not list(output.glob(".*.tmp")), "a temporary file of a killed writer was left behind"
 
 

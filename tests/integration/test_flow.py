@@ -77,11 +77,11 @@ def test_transient_failures_are_retried_and_user_errors_are_not(
     calls: list[str] = []
     real = augment_module.run_statistics
 
-    def flaky(config: Any, model_url: str) -> str:
+    def flaky(config: Any, model_url: str, **options: Any) -> str:
         calls.append("flaky")
         if len(calls) == 1:
             raise ConnectionResetError("the object store dropped the connection")
-        return real(config, model_url=model_url)
+        return real(config, model_url=model_url, **options)
 
     monkeypatch.setattr(augment_module, "run_statistics", flaky)
     quick = statistics_task.with_options(retry_delay_seconds=0, retry_jitter_factor=None)

@@ -20,7 +20,6 @@ from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.neighbors import NearestNeighbors
 
 from vae_pipeline.errors import DataError
 
@@ -28,8 +27,7 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("continuous", "categorical")
 _MAX_CATEGORY_CODES = 255  # HistGradientBoosting's default max_bins: categorical codes must lie in [0, 255)
-_NULL = "\x00null"  # the null category in encodings; canonical values never start with NUL
-_NN_CHUNK_ROWS = 1024
+NULL_TEXT = "\x00null"  # the null category in encodings; canonical values never start with NUL
 
 
 # ----------------------------------------------------------------------------------------------- normalisation
@@ -73,7 +71,7 @@ def _check_kinds(kinds: dict[str, str]) -> None:
             raise DataError(f"column {column!r} has kind {kind!r}; use one of {list(KINDS)}")
 
 
-def _normalise(frame: pd.DataFrame, kinds: dict[str, str], role: str) -> pd.DataFrame:
+def normalise(frame: pd.DataFrame, kinds: dict[str, str], role: str) -> pd.DataFrame:
     """The kinds' columns of `frame`, in kinds order: continuous as float64, categorical as canonical text."""
     _check_kinds(kinds)
     missing = [c for c in kinds if c not in frame.columns]
@@ -89,12 +87,12 @@ def _normalise(frame: pd.DataFrame, kinds: dict[str, str], role: str) -> pd.Data
     return pd.DataFrame(data)
 
 
-def _require_rows(frame: pd.DataFrame, role: str) -> None:
+def require_rows(frame: pd.DataFrame, role: str) -> None:
     if len(frame) == 0:
         raise DataError(f"the {role} frame has no rows; pass a frame with at least one row")
 
 
-def _subsample(frame: pd.DataFrame, rows: int, rng: np.random.Generator) -> pd.DataFrame:
+def subsample(frame: pd.DataFrame, rows: int, rng: np.random.Generator) -> pd.DataFrame:
     if len(frame) <= rows:
         return frame.reset_index(drop=True)
     index = np.sort(rng.choice(len(frame), size=rows, replace=False))
@@ -109,7 +107,7 @@ def _ordinal_codes(parts: list[np.ndarray]) -> list[np.ndarray]:
 
     Beyond 255 distinct values the rarest share one code, since HistGradientBoosting takes at most 255 categories.
     """
-    joined = np.concatenate([np.where(pd.isna(p), _NULL, p).astype(object) for p in parts])
+    joined = np.concatenate([np.where(pd.isna(p), NULL_TEXT, p).astype(object) for p in parts])
     codes, _ = pd.factorize(joined)
     if codes.max(initial=-1) >= _MAX_CATEGORY_CODES:
         keep = np.argsort(-np.bincount(codes), kind="stable")[: _MAX_CATEGORY_CODES - 1]
@@ -131,69 +129,6 @@ def _tree_features(frames: list[pd.DataFrame], kinds: dict[str, str]) -> tuple[l
     return [np.column_stack(c) if c else np.empty((len(f), 0)) for c, f in zip(columns, frames, strict=True)], mask
 
 
-def _fit_distance_encoder(train: pd.DataFrame, kinds: dict[str, str]) -> dict[str, Any]:
-    """Per continuous column (median, scale); per categorical column the sorted categories seen in train."""
-    state: dict[str, Any] = {}
-    for column, kind in kinds.items():
-        values = train[column].to_numpy()
-        if kind == "categorical":
-            state[column] = sorted(set(np.where(pd.isna(values), _NULL, values).tolist()))
-            continue
-        present = values[~np.isnan(values)]
-        if present.size == 0:
-            state[column] = (0.0, 1.0)
-            continue
-        q25, median, q75 = np.quantile(present, [0.25, 0.5, 0.75])
-        scale = next((s for s in (q75 - q25, present.std()) if s > 0), 1.0)  # IQR, else std, else 1
-        state[column] = (float(median), float(scale))
-    return state
-
-
-def _distance_matrix(frame: pd.DataFrame, encoder: dict[str, Any]) -> np.ndarray:
-    """Scaled continuous value (0 when null) + a null indicator; categorical one-hot, unseen values all-zero."""
-    blocks = []
-    for column, state in encoder.items():
-        values = frame[column].to_numpy()
-        if isinstance(state, tuple):
-            null = np.isnan(values)
-            blocks += [np.where(null, 0.0, (values - state[0]) / state[1]), null.astype("float64")]
-            continue
-        codes = pd.Categorical(np.where(pd.isna(values), _NULL, values), categories=state).codes
-        onehot = np.zeros((len(frame), len(state)))
-        seen = codes >= 0
-        onehot[np.flatnonzero(seen), codes[seen]] = 1.0
-        blocks.append(onehot)
-    return np.column_stack(blocks)
-
-
-def _nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Euclidean distance of each query row to its nearest reference row, in query chunks to bound memory."""
-    index = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(reference)
-    out = np.empty(len(queries))
-    for start in range(0, len(queries), _NN_CHUNK_ROWS):
-        chunk = queries[start : start + _NN_CHUNK_ROWS]
-        nearest = index.kneighbors(chunk, return_distance=False)[:, 0]
-        # Recomputed directly: brute search's |a|^2 + |b|^2 - 2ab leaves ~1e-8 where a copy should give exactly 0.
-        out[start : start + len(chunk)] = np.linalg.norm(chunk - reference[nearest], axis=1)
-    return out
-
-
-def _dcr_summary(synthetic: np.ndarray, holdout: np.ndarray) -> dict[str, float]:
-    synthetic_median, holdout_median = float(np.median(synthetic)), float(np.median(holdout))
-    tie = 1.0 if synthetic_median == 0 else math.inf  # the holdout's median is 0: real unseen rows repeat train's
-    return {
-        "dcr_synthetic_median": synthetic_median,
-        "dcr_holdout_median": holdout_median,
-        "dcr_ratio": synthetic_median / holdout_median if holdout_median > 0 else tie,
-        "dcr_synthetic_p05": float(np.quantile(synthetic, 0.05)),
-        "dcr_holdout_p05": float(np.quantile(holdout, 0.05)),
-    }
-
-
-def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
-
-
 # ----------------------------------------------------------------------------------------------- metrics
 
 
@@ -202,6 +137,32 @@ def sdmetrics_metadata(kinds: dict[str, str]) -> dict[str, Any]:
     _check_kinds(kinds)
     sdtypes = {"continuous": "numerical", "categorical": "categorical"}
     return {"columns": {column: {"sdtype": sdtypes[kind]} for column, kind in kinds.items()}}
+
+
+def outside_support(train: pd.DataFrame, synthetic: pd.DataFrame, columns: list[str]) -> dict[str, float]:
+    """Per column, the share of non-null synthetic values that no training row holds (0.0 when all are null).
+
+    Meant for discrete and categorical numeric columns, whose decoder must write only observed values (a continuous
+    model of a column binned at 17.5, 22, 27 writes 17.6). Numbers compare by value, so the int 2007 equals the
+    float 2007.0; a column that is not numeric on both sides compares canonical text, as the other metrics do.
+    """
+    shares = {}
+    for column in columns:
+        for role, frame in (("train", train), ("synthetic", synthetic)):
+            if column not in frame.columns:
+                raise DataError(f"the {role} frame lacks column {column!r} named in columns; add it or drop it")
+        real, fake = _comparable(train[column], synthetic[column])
+        fake = fake[~pd.isna(fake)]
+        shares[column] = float(np.mean(~pd.Series(fake).isin(real[~pd.isna(real)]))) if len(fake) else 0.0
+    return shares
+
+
+def _comparable(real: pd.Series, synthetic: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Both columns as float64 when both are numeric, else as canonical text (NaN for null either way)."""
+    try:
+        return _as_continuous(real, str(real.name)), _as_continuous(synthetic, str(synthetic.name))
+    except DataError:
+        return _as_categorical(real), _as_categorical(synthetic)
 
 
 def quality_score(real: pd.DataFrame, synthetic: pd.DataFrame, kinds: dict[str, str]) -> dict[str, Any]:
@@ -213,9 +174,9 @@ def quality_score(real: pd.DataFrame, synthetic: pd.DataFrame, kinds: dict[str, 
     """
     from sdmetrics.reports.single_table import QualityReport  # heavy import (plotly, copulas): only when used
 
-    real_n, synthetic_n = _normalise(real, kinds, "real"), _normalise(synthetic, kinds, "synthetic")
-    _require_rows(real_n, "real")
-    _require_rows(synthetic_n, "synthetic")
+    real_n, synthetic_n = normalise(real, kinds, "real"), normalise(synthetic, kinds, "synthetic")
+    require_rows(real_n, "real")
+    require_rows(synthetic_n, "synthetic")
     report = QualityReport()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -240,7 +201,7 @@ def detection_auc(
     The larger side is subsampled (seeded) to the smaller side's size, so 0.5 means indistinguishable and 1.0
     means every row is told apart. The plain mean AUC is reported; values below 0.5 are noise.
     """
-    real_n, synthetic_n = _normalise(real, kinds, "real"), _normalise(synthetic, kinds, "synthetic")
+    real_n, synthetic_n = normalise(real, kinds, "real"), normalise(synthetic, kinds, "synthetic")
     rows = min(len(real_n), len(synthetic_n))
     if rows < 2 * folds:
         raise DataError(
@@ -248,7 +209,7 @@ def detection_auc(
             f"synthetic={len(synthetic_n)}; pass more rows or fewer folds"
         )
     rng_real, rng_synthetic = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    real_n, synthetic_n = _subsample(real_n, rows, rng_real), _subsample(synthetic_n, rows, rng_synthetic)
+    real_n, synthetic_n = subsample(real_n, rows, rng_real), subsample(synthetic_n, rows, rng_synthetic)
     (x_real, x_synthetic), categorical = _tree_features([real_n, synthetic_n], kinds)
     features = np.vstack([x_real, x_synthetic])
     labels = np.concatenate([np.zeros(rows, dtype=int), np.ones(rows, dtype=int)])
@@ -270,10 +231,10 @@ def utility(
     """
     if kinds.get(label) != "categorical":
         raise DataError(f"utility label {label!r} must be a categorical column in kinds, got {kinds.get(label)!r}")
-    train_n, test_n = _normalise(train, kinds, "train"), _normalise(test, kinds, "test")
+    train_n, test_n = normalise(train, kinds, "train"), normalise(test, kinds, "test")
     train_n, test_n = (f[f[label].notna()].reset_index(drop=True) for f in (train_n, test_n))
-    _require_rows(train_n, "train (rows with a label)")
-    _require_rows(test_n, "test (rows with a label)")
+    require_rows(train_n, "train (rows with a label)")
+    require_rows(test_n, "test (rows with a label)")
     features = {c: k for c, k in kinds.items() if c != label}
     y_train, y_test = train_n[label].to_numpy(dtype=str), test_n[label].to_numpy(dtype=str)
     if not features or len(np.unique(y_train)) == 1:
@@ -290,42 +251,6 @@ def utility(
             "macro_f1": float(f1_score(y_test, predicted, average="macro", zero_division=0)),
             "balanced_accuracy": float(balanced_accuracy_score(y_test, predicted)),
         }
-
-
-def privacy(
-    synthetic: pd.DataFrame,
-    train: pd.DataFrame,
-    holdout: pd.DataFrame,
-    kinds: dict[str, str],
-    *,
-    max_rows: int = 5000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Distance to closest training record (DCR) of synthetic rows, against the same for unseen real rows.
-
-    All frames are encoded with one encoder fitted on `train`: continuous (x - median) / IQR (std, else 1 when
-    the IQR is 0) with null as 0 plus a null indicator; categorical one-hot with null a category and categories
-    unseen in train all-zero. Synthetic and holdout are subsampled (seeded) to `max_rows` each.
-
-    Returns:
-        dcr_synthetic_median, dcr_holdout_median, their ratio dcr_ratio (>= 1: synthetic rows sit no closer to
-        training rows than unseen real rows do; 1.0 when both medians are 0, inf when only the holdout's is),
-        the 5th percentiles dcr_synthetic_p05 and dcr_holdout_p05, and exact_copy_share: the share of all
-        synthetic rows equal to some training row on every column (nulls equal).
-    """
-    given = {"synthetic": synthetic, "train": train, "holdout": holdout}
-    frames = {role: _normalise(frame, kinds, role) for role, frame in given.items()}
-    for role, frame in frames.items():
-        _require_rows(frame, role)
-    copies = np.isin(_row_hashes(frames["synthetic"]), _row_hashes(frames["train"]))
-    encoder = _fit_distance_encoder(frames["train"], kinds)
-    reference = _distance_matrix(frames["train"], encoder)
-    rngs = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    dcr = {
-        role: _nearest_distances(_distance_matrix(_subsample(frames[role], max_rows, rng), encoder), reference)
-        for role, rng in zip(("synthetic", "holdout"), rngs, strict=True)
-    }
-    return {**_dcr_summary(dcr["synthetic"], dcr["holdout"]), "exact_copy_share": float(copies.mean())}
 
 
 def composite_score(metrics: dict[str, float]) -> float:

@@ -203,7 +203,7 @@ def render_scores(results: dict[str, Any]) -> bytes:
     ]
     if any(e.get("utility") for e in samplers):
         metrics.append(("utility macro-F1", lambda e: e["utility"]["macro_f1"] if e.get("utility") else None, None))
-    metrics.append(("DCR ratio (1 = as far as unseen rows)", lambda e: e["privacy"]["dcr_ratio"], 1.0))
+    metrics.append(("DCR ratio (1 = as far as fresh real rows)", lambda e: e["privacy"]["dcr_ratio"], 1.0))
     choice = (results.get("choice") or {}).get("name")
     colors = [COLOR_CHOSEN if e["name"] == choice else COLOR_OTHER if e["privacy_ok"] else COLOR_REFUSED
               for e in samplers]  # fmt: skip

@@ -24,10 +24,10 @@ from vae_pipeline.evaluation.plots import (
     render_marginals,
     render_scores,
 )
+from vae_pipeline.evaluation.store import REPORT_FORMAT
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FORMAT = "vae-pipeline/evaluation/v1"
 KINDS = ("continuous", "categorical")
 
 
@@ -72,8 +72,8 @@ def write_report(url: str, inputs: ReportInputs) -> dict[str, str]:
 
 def _check_inputs(inputs: ReportInputs) -> None:
     fmt = inputs.results.get("format")
-    if fmt != RESULTS_FORMAT:
-        raise DataError(f"results have format {fmt!r}, expected {RESULTS_FORMAT!r}; rerun the evaluation job")
+    if fmt != REPORT_FORMAT:
+        raise DataError(f"results have format {fmt!r}, expected {REPORT_FORMAT!r}; rerun the evaluation job")
     for column in inputs.real.columns:
         kind = inputs.kinds.get(column)
         if kind not in KINDS:
@@ -112,7 +112,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
     if results.get("choice"):
         lines += ["", f"Choice rule: {results['choice']['reason']}"]
-    lines += ["", *_table(results), "", *_latent_section(results["latent"]), "", "## Plots", ""]
+    lines += ["", *_table(results), *_support_section(results), "", *_latent_section(results["latent"])]
+    lines += ["", "## Plots", ""]
     lines += [
         "- [Marginals: real holdout vs the chosen sampler and the prior](plots/marginals.png)",
         "- [Latent draws on the aggregate posterior's principal components](plots/latent.png)",
@@ -148,6 +149,19 @@ def _row(rank: str, name: str, entry: dict[str, Any], ok: str) -> str:
         format_number(privacy["dcr_ratio"]), format_share(privacy["exact_copy_share"]), ok,
     ]  # fmt: skip
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _support_section(results: dict[str, Any]) -> list[str]:
+    """Per discrete column, the share of each sampler's values that no real row takes (none without such columns)."""
+    columns = sorted({column for entry in results["samplers"] for column in entry.get("outside_support") or {}})
+    if not columns:
+        return []
+    lines = ["", "Values outside the real support (discrete columns; 0% means every value is one real rows take):", ""]
+    lines += ["| sampler | " + " | ".join(f"`{c}`" for c in columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for entry in results["samplers"]:
+        shares = [format_share((entry.get("outside_support") or {}).get(c, 0.0)) for c in columns]
+        lines.append(f"| `{entry['name']}` | " + " | ".join(shares) + " |")
+    return lines
 
 
 def _latent_section(latent: dict[str, Any]) -> list[str]:
@@ -215,12 +229,14 @@ def _chosen_sentence(chosen: dict[str, Any], prior: dict[str, Any] | None, resul
         clauses.append(f"a classifier trained on them reaches macro-F1 {format_number(utility['macro_f1'])}{ceiling}")
     privacy = chosen["privacy"]
     if privacy["dcr_ratio"] >= 1.0:
-        closeness = "they sit no closer to training rows than real unseen rows do"
+        closeness = "they sit no closer to training rows than fresh real rows do"
     else:
-        closeness = "they sit slightly closer to training rows than real unseen rows do, within the privacy guard"
+        closeness = "they sit slightly closer to training rows than fresh real rows do, within the privacy guard"
     closeness += f" (DCR ratio {format_number(privacy['dcr_ratio'])}"
     if privacy["exact_copy_share"] > 0:
-        closeness += f", {format_share(privacy['exact_copy_share'])} exact copies"
+        natural = results.get("real_copy_share")
+        baseline = f" where {format_share(natural)} of real rows repeat another" if natural else ""
+        closeness += f", {format_share(privacy['exact_copy_share'])} exact copies{baseline}"
     clauses.append(closeness + ")")
     return f"Use `{chosen['name']}` here: " + _and(clauses) + "."
 

@@ -4,6 +4,7 @@
     part-00000.parquet     shards, each visible whole or not at all (rename locally, one PUT on object stores)
     _shards/part-00000.json  a shard's record (rows, bytes, sha256), written right after the shard
     _manifest.json         written last: the commit
+    _lease/                which driver is writing the folder right now (lease.py): a second one is refused
 
 A shard counts as done only when its record belongs to this run and the file's checksum matches the record, so
 a run interrupted at any point (worker, driver or machine gone) resumes by redoing exactly the missing or damaged
@@ -14,11 +15,13 @@ pyarrow.dataset, pandas and Ray Data, which therefore read the shards alone.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from vae_pipeline import storage
 from vae_pipeline.errors import OutputExistsError
+from vae_pipeline.generation.lease import OutputLease, holder_of, refuse_if_held
 from vae_pipeline.generation.manifest import manifest_url, read_manifest
 from vae_pipeline.generation.plan import shard_name
 from vae_pipeline.generation.writer import ShardRecord
@@ -99,9 +102,19 @@ def done_record(output_url: str, run_id: str, shard_name: str) -> ShardRecord | 
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config without the settings that may change between a run and its resumption."""
-    generation = {k: v for k, v in config.get("generation", {}).items() if k not in _VOLATILE_SETTINGS}
-    return {**config, "generation": generation}
+    """The config without the settings that may change between a run and its resumption.
+
+    The output's own URL is left out (the claim was found there, however it was spelled), and the model's and
+    input's locations compare as places, not strings: `out//model`, `./out/model` and its absolute path are one.
+    """
+    generation = {k: v for k, v in config.get("generation", {}).items() if k not in (*_VOLATILE_SETTINGS, "output_url")}
+    comparable = {**config, "generation": generation}
+    if isinstance(config.get("model_url"), str):
+        comparable["model_url"] = storage.location_key(config["model_url"])
+    data = config.get("data", {})
+    if isinstance(data.get("input_url"), str):
+        comparable["data"] = {**data, "input_url": storage.location_key(data["input_url"])}
+    return comparable
 
 
 def check_output_free(output_url: str, overwrite: bool, resume: bool, config: dict[str, Any] | None = None) -> None:
@@ -112,8 +125,10 @@ def check_output_free(output_url: str, overwrite: bool, resume: bool, config: di
     by config; `claim_output` repeats the check by run id.
 
     Raises:
-        OutputExistsError: the output holds another run, or an unfinished one and resume is off.
+        OutputExistsError: another driver is writing the output (even with overwrite), or the output holds another
+            run, or an unfinished one and resume is off.
     """
+    refuse_if_held(output_url)
     if overwrite:
         return
     manifest, claim = read_manifest(output_url), read_claim(output_url)
@@ -132,27 +147,42 @@ def check_output_free(output_url: str, overwrite: bool, resume: bool, config: di
         _refuse_other(output_url, f"{len(parts)} part files")
 
 
-def claim_output(output_url: str, claim: RunClaim, overwrite: bool, resume: bool) -> None:
-    """Take the output for this run: refuse or retract another run's files, then write `_run.json`.
+def claim_output(
+    output_url: str, claim: RunClaim, overwrite: bool, resume: bool, lease: OutputLease | None = None
+) -> None:
+    """Take the output for this run: its lease, then refuse or retract another run's files, then write `_run.json`.
 
-    With overwrite, the old manifest, claim and records go first, so no reader trusts a mix of two runs.
+    With overwrite, the old manifest, claim and records go first, so no reader trusts a mix of two runs. With a
+    lease, the checks run once before it is taken (a refused run leaves no trace) and again under it, so two
+    drivers never both decide the output is theirs; the caller releases it at the end.
     """
+    if lease is not None:
+        refuse_if_held(output_url)
+        _must_retract(output_url, claim, overwrite, resume)
+        lease.acquire()
+    if _must_retract(output_url, claim, overwrite, resume):
+        logger.warning("overwriting the run at %s", storage.redact_url(output_url))
+        retract(output_url)
+    write_claim(output_url, claim)
+
+
+def _must_retract(output_url: str, claim: RunClaim, overwrite: bool, resume: bool) -> bool:
+    """Raise if this run may not take the output; True when another run's files must go first (overwrite)."""
     manifest, current = read_manifest(output_url), read_claim(output_url)
     ours = current is not None and current.run_id == claim.run_id
     theirs = (manifest is not None and manifest.run_id != claim.run_id) or (current is not None and not ours)
     if theirs or (current is None and manifest is None and storage.list_urls(output_url, SHARD_PATTERN)):
         if not overwrite:
             _refuse_other(output_url, "another run")
-        logger.warning("overwriting the run at %s", storage.redact_url(output_url))
-        retract(output_url)
-    elif ours and manifest is None:
+        return True
+    if ours and manifest is None:
         _require_resume(output_url, claim, resume or overwrite)
     elif manifest is not None and not resume and not overwrite:
         raise OutputExistsError(
             f"output {storage.redact_url(output_url)} holds this run but some shards are missing or damaged; "
             "pass --resume to rewrite them"
         )
-    write_claim(output_url, claim)
+    return False
 
 
 def retract(output_url: str) -> None:
@@ -179,6 +209,13 @@ def abandon_claim(output_url: str) -> None:
 
 def output_status(output_url: str, verify: bool = False) -> dict[str, Any]:
     """Which run owns the output and which of its shards exist: what `vae-pipeline inspect` shows."""
+    status, holder = _status(output_url, verify), holder_of(output_url)
+    if holder is not None:
+        status["writing"] = f"a driver is writing it now ({holder.describe(time.time())})"
+    return status
+
+
+def _status(output_url: str, verify: bool) -> dict[str, Any]:
     manifest, claim = read_manifest(output_url), read_claim(output_url)
     if manifest is not None:
         names = [s.name for s in manifest.shards]

@@ -18,6 +18,7 @@ class ShardSpec:
     index: int
     rows: int
     seed: int
+    start: int = 0  # rows of all earlier shards: the shard's first row in the dataset (fresh ids count from it)
 
     @property
     def name(self) -> str:
@@ -40,4 +41,7 @@ def plan_shards(rows: int, rows_per_shard: int, seed: int) -> list[ShardSpec]:
     if rows < 1 or rows_per_shard < 1:
         raise ValueError(f"rows ({rows}) and rows_per_shard ({rows_per_shard}) must be positive")
     count = -(-rows // rows_per_shard)
-    return [ShardSpec(index=i, rows=min(rows_per_shard, rows - i * rows_per_shard), seed=seed) for i in range(count)]
+    return [
+        ShardSpec(index=i, rows=min(rows_per_shard, rows - i * rows_per_shard), seed=seed, start=i * rows_per_shard)
+        for i in range(count)
+    ]

@@ -54,18 +54,25 @@ class ShardGenerator:
         self._buffer = torch.empty(0)
 
     def generate(self, spec: ShardSpec) -> pa.Table:
-        latent_rng, output_seed = _generators(spec)
+        latent_rng, output_seed, decode_rng = _generators(spec)
         output_generator = torch.Generator(self._device).manual_seed(output_seed)
         # Whole decode batches per chunk, so the draws are the same as one pass of batch_rows over the shard.
         chunk_rows = max(1, _CHUNK_ROWS // self.batch_rows) * self.batch_rows
+        sizes = _batch_sizes(spec.rows, chunk_rows) or [0]
+        starts = spec.start + np.concatenate([[0], np.cumsum(sizes)[:-1]])  # each chunk's first row in the dataset
         tables = [
-            self._generate_chunk(rows, latent_rng, output_generator)
-            for rows in _batch_sizes(spec.rows, chunk_rows) or [0]
+            self._generate_chunk(rows, latent_rng, output_generator, int(start), decode_rng)
+            for rows, start in zip(sizes, starts, strict=True)
         ]
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
 
     def _generate_chunk(
-        self, rows: int, latent_rng: np.random.Generator, output_generator: torch.Generator
+        self,
+        rows: int,
+        latent_rng: np.random.Generator,
+        output_generator: torch.Generator,
+        row_offset: int,
+        decode_rng: np.random.Generator,
     ) -> pa.Table:
         """Decode batch by batch into one feature-major buffer, then inverse-transform it in one call."""
         transform, model = self.bundle.transform, self._decoder
@@ -91,7 +98,7 @@ class ShardGenerator:
                     rows_out.copy_(model.sample_feature_major(raw_t, output_generator))  # waits for the GPU
             offset += batch
         # (R, D) column-major: each transform column reads contiguous memory.
-        return transform.inverse_transform(vector.numpy().T, labels=labels)
+        return transform.inverse_transform(vector.numpy().T, labels=labels, row_offset=row_offset, rng=decode_rng)
 
     def _latents(self, rows: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray | None]:
         """What the decoder reads, on its device: the sampler's latents, or for a folded sampler its normal draws."""
@@ -107,10 +114,12 @@ class ShardGenerator:
         return rng.choice(len(counts), size=rows, p=counts / counts.sum()).astype(np.int64)
 
 
-def _generators(spec: ShardSpec) -> tuple[np.random.Generator, int]:
-    latent_seq, output_seq = spec.seed_sequence().spawn(2)
+def _generators(spec: ShardSpec) -> tuple[np.random.Generator, int, np.random.Generator]:
+    """Latents, the likelihood draws, and decoding's own draws (rare categories); a third child leaves the first
+    two, and so the shards of tables that need no decode draws, as they were."""
+    latent_seq, output_seq, decode_seq = spec.seed_sequence().spawn(3)
     output_seed = int(output_seq.generate_state(1, dtype=np.uint64)[0] & 0x7FFF_FFFF_FFFF_FFFF)
-    return np.random.default_rng(latent_seq), output_seed
+    return np.random.default_rng(latent_seq), output_seed, np.random.default_rng(decode_seq)
 
 
 def _batch_sizes(total: int, batch_rows: int) -> list[int]:

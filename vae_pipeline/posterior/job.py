@@ -25,18 +25,25 @@ from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
 from vae_pipeline.posterior.aggregate import JSON_NAME, AggregatePosterior, finalize_posterior, save_posterior
 from vae_pipeline.posterior.stats import PosteriorStats
-from vae_pipeline.runtime import ensure_ray, read_dataset, run_as_driver
+from vae_pipeline.progress import NO_PROGRESS, Progress, plural
+from vae_pipeline.runtime import ensure_ray, is_client_address, read_dataset, run_as_driver
 from vae_pipeline.split import Split, row_keys, split_codes
 
 logger = logging.getLogger(__name__)
 
 
-def run_statistics(config: PipelineConfig, model_url: str | None = None, statistics_url: str | None = None) -> str:
+def run_statistics(
+    config: PipelineConfig,
+    model_url: str | None = None,
+    statistics_url: str | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> str:
     """Compute and store the aggregate-posterior statistics of the bundle at `model_url`; returns their URL.
 
     The data section comes from the bundle (the rows it was trained on); `config` supplies the statistics
-    settings and the Ray address.
+    settings and the Ray address. `progress` counts the input rows as their batches are summarised.
     """
+    progress.start("statistics", None, "rows")
     model_url = model_url or config.model_url
     statistics_url = statistics_url or default_statistics_url(model_url)
     bundle = load_bundle(model_url)
@@ -50,23 +57,38 @@ def run_statistics(config: PipelineConfig, model_url: str | None = None, statist
     )
     posterior_json = storage.join_url(statistics_url, JSON_NAME)
     if steps.cached_record(statistics_url, "statistics", key, steps.file_digest(posterior_json)) is not None:
+        progress.finish("reused: " + statistics_summary(storage.read_json(posterior_json)["summary"]))
         return statistics_url
+    here = NO_PROGRESS if is_client_address(config.ray.address) else progress  # Ray Client: runs on the head node
     with steps.timed() as clock:
-        run_as_driver(config.ray, _compute, config, bundle, source, model_url, statistics_url)
+        run_as_driver(config.ray, _compute, config, bundle, source, model_url, statistics_url, here)
     record = steps.finished_record("statistics", key, steps.file_digest(posterior_json) or "", clock.seconds)
     steps.write_record(statistics_url, record)
+    progress.finish(statistics_summary(storage.read_json(posterior_json)["summary"]))
     return statistics_url
 
 
+def statistics_summary(summary: dict[str, Any]) -> str:
+    """The statistics step's key figures from the posterior's summary: `4,000 training rows, 12/16 active units`."""
+    return f"{plural(summary['count'], 'training row')}, {summary['active_units']}/{summary['latent_dim']} active units"
+
+
 def _compute(
-    config: PipelineConfig, bundle: ModelBundle, source: TableSource, model_url: str, statistics_url: str
+    config: PipelineConfig,
+    bundle: ModelBundle,
+    source: TableSource,
+    model_url: str,
+    statistics_url: str,
+    progress: Progress = NO_PROGRESS,
 ) -> None:
     data = bundle.config.data
     settings = config.statistics
     ensure_ray(config.ray)
+    rows = source.count_rows()
+    progress.start("statistics", rows, "rows")
     train_share = 1.0 - data.validation_fraction - data.holdout_fraction
-    bound = reservoir_key_bound(int(source.count_rows() * train_share), settings.reservoir_size)
-    total = _summarize(config, bundle, source, model_url, bound)
+    bound = reservoir_key_bound(int(rows * train_share), settings.reservoir_size)
+    total = _summarize(config, bundle, source, model_url, bound, progress)
     if bound is not None and len(total.reservoir_keys) < min(settings.reservoir_size, total.n):
         logger.warning("fewer training rows than expected for the reservoir's key bound; summarizing again without")
         total = _summarize(config, bundle, source, model_url, None)
@@ -93,7 +115,12 @@ def reservoir_key_bound(expected_rows: int, reservoir_size: int) -> int | None:
 
 
 def _summarize(
-    config: PipelineConfig, bundle: ModelBundle, source: TableSource, model_url: str, keys_below: int | None
+    config: PipelineConfig,
+    bundle: ModelBundle,
+    source: TableSource,
+    model_url: str,
+    keys_below: int | None,
+    progress: Progress = NO_PROGRESS,
 ) -> PosteriorStats:
     """Encode every training row on Ray Data actors and merge their per-batch statistics here, as they arrive."""
     settings = config.statistics
@@ -113,8 +140,9 @@ def _summarize(
         bundle.model_config.latent_dim, len(bundle.transform.label_classes), settings.reservoir_size
     )
     for batch in partials.iter_batches(batch_format="numpy", batch_size=None):
-        for blob in batch["stats"]:
+        for blob, rows in zip(batch["stats"], batch["rows"], strict=True):
             total = total.merge(PosteriorStats.from_bytes(blob))
+            progress.advance(int(rows))
     return total
 
 
@@ -131,6 +159,7 @@ class SummarizeBatch:
         self.settings = StatisticsConfig.model_validate(statistics)
 
     def __call__(self, batch: pa.Table) -> dict[str, Any]:
+        rows = batch.num_rows  # every input row counts towards progress, training row or not
         batch = batch.filter(pa.array(split_codes(batch, self.data) == Split.TRAIN))
         transform = self.bundle.transform
         stats = PosteriorStats.empty(
@@ -140,7 +169,7 @@ class SummarizeBatch:
             labels = transform.label_codes(batch) if transform.label_column else None
             mu, logvar = encode_rows(self.bundle, batch, labels)
             stats.update(mu, logvar, row_keys(batch, self.settings.seed), labels, keys_below=self.keys_below)
-        return {"stats": np.array([stats.to_bytes()], dtype=object)}
+        return {"stats": np.array([stats.to_bytes()], dtype=object), "rows": np.array([rows], dtype=np.int64)}
 
 
 def encode_rows(bundle: Any, batch: pa.Table, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,8 @@ Holdout rows (a seeded share kept for evaluation) never reach the transform, the
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +15,50 @@ import pyarrow as pa
 
 from vae_pipeline.config import DataConfig, PipelineConfig
 from vae_pipeline.data import TableSource
-from vae_pipeline.split import Split, split_codes
+from vae_pipeline.split import Split, split_codes, split_uniforms
 from vae_pipeline.transforms.table import TableTransform
+
+logger = logging.getLogger(__name__)
+
+# The largest share of a small table the holdout takes on its own; the holdout rows it aims for (scores on fewer are
+# rough), and at least this margin over `evaluation.min_holdout_rows` (the content-hash split draws the holdout's size
+# at random, and repeated rows move together).
+MAX_AUTO_HOLDOUT = 0.3
+TARGET_HOLDOUT_ROWS = 40
+HOLDOUT_MARGIN = 1.3
+
+
+def with_evaluable_holdout(config: PipelineConfig, source: TableSource) -> PipelineConfig:
+    """On a small table, a holdout large enough for the evaluation to score (`evaluation.min_holdout_rows`).
+
+    10% of 120 rows is 12 unseen rows, too few to score, and the default run would stop at the evaluation. Unless
+    the user set `data.holdout_fraction`, it grows until the holdout holds `TARGET_HOLDOUT_ROWS` (or the minimum
+    with a margin, if larger), at most `MAX_AUTO_HOLDOUT`; the bundle records the share used, and every later step
+    reads it from there. The share is found from the rows' own split numbers, since repeated rows share one and move
+    into the holdout together.
+    """
+    data = config.data
+    needed = max(TARGET_HOLDOUT_ROWS, math.ceil(HOLDOUT_MARGIN * config.evaluation.min_holdout_rows))
+    if "holdout_fraction" in data.model_fields_set or source.count_rows() * data.holdout_fraction >= 10 * needed:
+        return config
+    fraction = _share_holding(source, data, needed)
+    if fraction <= data.holdout_fraction:
+        return config
+    fraction = min(MAX_AUTO_HOLDOUT, math.ceil(fraction * 100) / 100)
+    logger.warning(
+        "the table is small, so the holdout the evaluation scores against takes %.0f%% of its rows instead of %.0f%% "
+        "(set data.holdout_fraction to choose)", 100 * fraction, 100 * data.holdout_fraction,
+    )  # fmt: skip
+    return config.model_copy(update={"data": data.model_copy(update={"holdout_fraction": fraction})})
+
+
+def _share_holding(source: TableSource, data: DataConfig, rows: int) -> float:
+    """The smallest holdout share whose holdout holds `rows` rows (1.0 when the table has fewer)."""
+    smallest = np.empty(0)
+    for batch in source.batches(data.batch_rows):
+        joined = np.concatenate([smallest, split_uniforms(batch, data.split_seed)])
+        smallest = np.partition(joined, rows - 1)[:rows] if len(joined) > rows else joined
+    return float(np.nextafter(smallest.max(), 1.0)) if len(smallest) >= rows else 1.0
 
 
 def modelled_batches(source: TableSource, data: DataConfig) -> Iterator[pa.RecordBatch]:

@@ -3,12 +3,14 @@
 The driver fits the transform in one streaming pass, Ray Data encodes the rows, and a `TorchTrainer` runs
 `train_loop` on `training.num_workers` workers (DDP; GPU when `use_gpu`). Every epoch reports metrics and a
 checkpoint under `<model_url>/checkpoints/<run_name>`; a rerun with the same run name resumes from the last one.
+Rank 0 also tells the driver each epoch's losses as it finishes it (`epoch_reports.py`), so a progress bar moves.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import time
@@ -29,8 +31,9 @@ from vae_pipeline.config import PipelineConfig, TrainingConfig
 from vae_pipeline.data import open_source
 from vae_pipeline.errors import ConfigError, VaePipelineError
 from vae_pipeline.models.mlp_vae import MLPVAE, MLPVAEConfig, build_model
+from vae_pipeline.progress import NO_PROGRESS, Progress, is_silent, plural
 from vae_pipeline.resources import require_gpus
-from vae_pipeline.runtime import ensure_ray, read_dataset, run_as_driver, user_error_in
+from vae_pipeline.runtime import ensure_ray, is_client_address, read_dataset, run_as_driver, user_error_in
 from vae_pipeline.split import Split
 from vae_pipeline.training.checkpoint import (
     TrainingState,
@@ -39,8 +42,9 @@ from vae_pipeline.training.checkpoint import (
     read_metrics,
     save_training_state,
 )
+from vae_pipeline.training.epoch_reports import EpochReports, tell_driver
 from vae_pipeline.training.loop import evaluate, make_optimizer, precision_for, train_one_epoch
-from vae_pipeline.training.prepare import EncodeRows, fit_table_transform, select_split
+from vae_pipeline.training.prepare import EncodeRows, fit_table_transform, select_split, with_evaluable_holdout
 from vae_pipeline.transforms.table import TableTransform
 
 logger = logging.getLogger(__name__)
@@ -49,29 +53,52 @@ logger = logging.getLogger(__name__)
 _MATERIALIZE_BYTES = 512 * 1024**2
 
 
-def run_training(config: PipelineConfig) -> str:
+def run_training(config: PipelineConfig, progress: Progress = NO_PROGRESS) -> str:
     """Train on `config.data.input_url` and write a model bundle to `config.model_url`; returns the bundle URL.
 
-    Everything that can fail on the user's input (the data, the transform fit) runs before Ray starts.
+    Everything that can fail on the user's input (the data, the transform fit) runs before Ray starts. `progress`
+    sees the epochs as the workers finish them.
     """
     if storage.protocol_of(config.model_url) == "memory":
         raise ConfigError(
             "model_url memory://... lives in one process, but Ray Train workers must reach its checkpoints; "
             "use a local path or shared storage (s3://, gs://, ...)"
         )
+    progress.start("train", config.training.epochs, "epochs")
     source = open_source(config.data)
     stamp = steps.input_stamp(source.filesystem, source.files)
     key = training_step_key(config, stamp)
-    if steps.cached_record(config.model_url, "train", key, stored_fingerprint(config.model_url)) is not None:
+    cached = steps.cached_record(config.model_url, "train", key, stored_fingerprint(config.model_url))
+    if cached is not None:
+        progress.finish("reused: " + cached.details.get("summary", plural(cached.details.get("epochs", 0), "epoch")))
         return config.model_url
+    # Through Ray Client the work runs on the head node, where this process's console is out of reach.
+    here = NO_PROGRESS if is_client_address(config.ray.address) else progress
     with steps.timed() as clock:
-        bundle = run_as_driver(config.ray, _train, config, source, stamp)
-    record = steps.finished_record("train", key, bundle.fingerprint, clock.seconds, epochs=len(bundle.metrics))
+        bundle = run_as_driver(config.ray, _train, config, source, stamp, here)
+    summary = training_summary(bundle.metrics)
+    record = steps.finished_record(
+        "train", key, bundle.fingerprint, clock.seconds, epochs=len(bundle.metrics), summary=summary
+    )
     steps.write_record(config.model_url, record)
+    progress.finish(summary)
     return config.model_url
 
 
-def _train(config: PipelineConfig, source: Any, stamp: list[dict[str, Any]]) -> ModelBundle:
+def training_summary(metrics: list[dict[str, Any]]) -> str:
+    """The train step's key figures: `30 epochs, best val loss 1.23 at epoch 27`."""
+    epochs = plural(len(metrics), "epoch")
+    scored = [m for m in metrics if math.isfinite(m.get("val_loss", math.nan))]
+    if not scored:
+        return epochs
+    best = min(scored, key=lambda m: m["val_loss"])
+    return f"{epochs}, best val loss {best['val_loss']:.4g} at epoch {best['epoch']}"
+
+
+def _train(
+    config: PipelineConfig, source: Any, stamp: list[dict[str, Any]], progress: Progress = NO_PROGRESS
+) -> ModelBundle:
+    config = with_evaluable_holdout(config, source)
     started = time.perf_counter()
     transform = fit_table_transform(source, config)
     logger.info(
@@ -93,7 +120,7 @@ def _train(config: PipelineConfig, source: Any, stamp: list[dict[str, Any]]) -> 
     datasets = _encoded_datasets(source, transform, config)
     run_key = training_run_key(config, stamp)
     run_name = config.training.run_name or f"run-{run_key[:12]}"
-    result = _fit(config, model_config, datasets, run_key, run_name)
+    result = _fit(config, model_config, datasets, run_key, run_name, progress)
     bundle = _bundle_from_checkpoint(result, model_config, transform, config)
     logger.info(
         "model bundle written to %s (fingerprint %s)", storage.redact_url(config.model_url), bundle.fingerprint[:12]
@@ -181,15 +208,18 @@ def _fit(
     datasets: dict[str, Any],
     run_key: str,
     run_name: str,
+    progress: Progress = NO_PROGRESS,
 ) -> ray.train.Result:
     storage_root = _absolute(storage.join_url(config.model_url, "checkpoints"))
     fs, root_path = storage.url_to_fs(storage_root)
+    reports = None if is_silent(progress) else EpochReports(progress, config.training.epochs)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={
             "model_config": model_config.to_json(),
             "training": config.training.model_dump(mode="json"),
             "run_key": run_key,
+            "reports": None if reports is None else reports.queue,
         },
         scaling_config=ScalingConfig(num_workers=config.training.num_workers, use_gpu=config.training.use_gpu),
         run_config=RunConfig(
@@ -211,6 +241,9 @@ def _fit(
         if cause is not None:
             raise cause from None
         raise
+    finally:
+        if reports is not None:
+            reports.close()
 
 
 def _bundle_from_checkpoint(
@@ -257,6 +290,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 record["train_kl"],
                 record["seconds"],
             )
+        if context.get_world_rank() == 0:
+            tell_driver(loop_config.get("reports"), record)
         _report(model, optimizer, state, record, context.get_world_rank())
         if _patience_exhausted(state, training):  # every rank sees the same reduced metrics, so all stop together
             if context.get_world_rank() == 0:

@@ -58,6 +58,14 @@ def numeric_values(array: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return floats.to_numpy(zero_copy_only=False), nulls
 
 
+def cast_strings(array: pa.Array, arrow_type: pa.DataType) -> pa.Array:
+    """A string array as `arrow_type`: a string, large string or string view type, or a dictionary of one."""
+    if pa.types.is_dictionary(arrow_type):
+        encoded = pc.dictionary_encode(pc.cast(array, arrow_type.value_type))
+        return encoded.cast(arrow_type)
+    return pc.cast(array, arrow_type) if array.type != arrow_type else array
+
+
 def numeric_to_arrow(values: np.ndarray, nulls: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
     """Float64 values back to `arrow_type`; integers and temporal types must already be rounded."""
     mask = nulls if nulls.any() else None

@@ -3,11 +3,15 @@
 The public `fit`/`transform`/`inverse_transform` here check their inputs and outputs and keep the books; a
 subclass writes only `_fit`, `_transform`, `_inverse_transform` and `_spans`. Fitted attributes end in `_`, are
 plain JSON values, and are listed in `fitted_attributes` so `state_dict`/`load_state_dict` need no per-class code.
+
+A column may take no place in the matrix (an id generated fresh, a constant): its `spans` are empty, its block is
+(B, 0), and it decodes from the `DecodeContext` alone (where the rows sit in the dataset, a seeded generator).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +21,19 @@ from vae_pipeline.errors import DataError, NotFittedError
 from vae_pipeline.layout import Span
 from vae_pipeline.transforms.arrow_types import ArrayLike, type_from_json, type_to_json
 from vae_pipeline.transforms.profile import ColumnProfile
+
+
+@dataclass(frozen=True)
+class DecodeContext:
+    """What decoding needs besides the matrix.
+
+    row_offset: the global index of the first decoded row in its dataset (the rows of earlier shards): ids are
+        made from it, so they are unique across every shard of a dataset.
+    rng: draws the values decoding picks at random (a rare category's member); seeded by the caller.
+    """
+
+    row_offset: int = 0
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
 
 class ColumnTransform(ABC):
@@ -29,6 +46,9 @@ class ColumnTransform(ABC):
 
     kind: ClassVar[str]
     fitted_attributes: ClassVar[tuple[str, ...]]
+    # How evaluation scores the column: "continuous", "categorical", or None (not scored: an id, free text, a
+    # constant). A column whose values are text for numbers is scored on `scoring_values`.
+    scored_as: ClassVar[str | None] = None
 
     def __init__(self, column: str, arrow_type: pa.DataType) -> None:
         self.column = column
@@ -59,14 +79,18 @@ class ColumnTransform(ABC):
         assert block.shape == (len(array), self.output_width), block.shape
         return block.astype(np.float32, copy=False)
 
-    def inverse_transform(self, block: np.ndarray) -> pa.Array:
+    def inverse_transform(self, block: np.ndarray, context: DecodeContext | None = None) -> pa.Array:
         """Decode a (B, output_width) block back to an Arrow array of the fitted type."""
         self._check_fitted()
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != self.output_width:
             raise ValueError(f"column '{self.column}' expects a (B, {self.output_width}) block, got {block.shape}")
-        array = self._inverse_transform(block)
+        array = self._inverse_with(block, context or DecodeContext())
         assert array.type == self.arrow_type, (array.type, self.arrow_type)
+        return array
+
+    def scoring_values(self, array: ArrayLike) -> ArrayLike:
+        """The column as evaluation scores it: itself, or for numbers and dates written as text, their values."""
         return array
 
     @property
@@ -122,6 +146,10 @@ class ColumnTransform(ABC):
     @abstractmethod
     def _inverse_transform(self, block: np.ndarray) -> pa.Array: ...
 
+    def _inverse_with(self, block: np.ndarray, context: DecodeContext) -> pa.Array:
+        """Decoding that needs the context (ids, random draws) overrides this; the others ignore it."""
+        return self._inverse_transform(block)
+
     @abstractmethod
     def _spans(self, offset: int) -> list[Span]: ...
 
@@ -133,6 +161,10 @@ def row_argmax(block: np.ndarray) -> np.ndarray:
     where `np.argmax(block, axis=1)` first copies the block into row order and then loops over tiny rows (about
     10x slower); masked assignments (`putmask`, `where`) mispredict on random draws and are as slow.
     """
+    if block.flags.c_contiguous and block.shape[1] > 1:
+        # Row-major (a caller's own matrix): numpy's argmax reads it in order; NaN made -inf so it never wins.
+        nan = np.isnan(block)
+        return np.argmax(np.where(nan, -np.inf, block) if nan.any() else block, axis=1).astype(np.int64)
     width = block.shape[1]
     best = block[:, 0].copy()
     for k in range(1, width):

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from vae_pipeline.errors import DataError
 from vae_pipeline.transforms.arrow_types import ArrayLike, dense_values, numeric_values
+from vae_pipeline.transforms.value_stats import ValueStats
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ColumnProfile:
     maximum: float = -np.inf
     distinct: set[Any] = field(default_factory=set)
     overflowed: bool = False
+    values: ValueStats | None = None  # string and integer columns: counts, uniqueness, text shapes (roles.py)
     _keys: np.ndarray = field(default_factory=lambda: np.empty(0))
     _values: np.ndarray = field(default_factory=lambda: np.empty(0))
 
@@ -58,6 +60,8 @@ class ColumnProfile:
             self._check_finite(array)
         if self.distinct_cap and not self.overflowed:
             self._add_distinct(array)
+        if self.values is not None:
+            self.values.update(dense_values(array))
         if self.reservoir_size:
             values, nulls = numeric_values(array)
             self._add_numeric(values[~nulls])

@@ -1,14 +1,15 @@
 """The whole-table transform: Arrow rows <-> the float32 matrix the VAE reads and writes.
 
-`TableTransform.fit` reads the record batches once (the table is never held in memory), infers each column's
-kind, and fits one column transform per column. The matrix layout is described by `spans`; decoding returns a
-table with the original column names, order and Arrow types.
+`TableTransform.fit` reads the record batches once (the table is never held in memory), decides each column's
+role (transforms/roles.py) and fits one column transform per column. The matrix layout is described by `spans`;
+columns that take no place in it (ids, constants) have none. Decoding returns a table with the original column
+names, order and Arrow types; ids are numbered from the decoded rows' place in the dataset (`row_offset`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -17,24 +18,34 @@ import pyarrow as pa
 from vae_pipeline.config import DataConfig
 from vae_pipeline.errors import ConfigError, DataError
 from vae_pipeline.layout import Span
-from vae_pipeline.transforms.arrow_types import schema_from_json, schema_to_json
-from vae_pipeline.transforms.base import ColumnTransform
-from vae_pipeline.transforms.categorical import CategoricalColumn
+from vae_pipeline.transforms.arrow_types import is_temporal, schema_from_json, schema_to_json
+from vae_pipeline.transforms.base import ColumnTransform, DecodeContext
+from vae_pipeline.transforms.categorical import CategoricalColumn, TextColumn
+from vae_pipeline.transforms.constant import ConstantColumn
 from vae_pipeline.transforms.continuous import ContinuousColumn
-from vae_pipeline.transforms.inference import check_names, plan_kind, profile_columns, resolve_kind
+from vae_pipeline.transforms.discrete import DiscreteColumn
+from vae_pipeline.transforms.identifier import IdColumn
+from vae_pipeline.transforms.inference import check_names, plan_kind, profile_columns
+from vae_pipeline.transforms.parsed_text import ParsedTextColumn
+from vae_pipeline.transforms.roles import decide
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: column roles, zero-width columns (id, constant), text, parsed text, rare categories
 
-COLUMN_TRANSFORMS: dict[str, type[ColumnTransform]] = {"continuous": ContinuousColumn, "categorical": CategoricalColumn}
-
-_BUILDERS: dict[str, Callable[[pa.Field, DataConfig], ColumnTransform]] = {
-    "continuous": lambda field, config: ContinuousColumn(field.name, field.type, max_modes=config.max_modes),
-    "categorical": lambda field, config: CategoricalColumn(
-        field.name, field.type, max_categories=config.max_categories
-    ),
+COLUMN_TRANSFORMS: dict[str, type[ColumnTransform]] = {
+    column.kind: column
+    for column in (
+        ContinuousColumn,
+        DiscreteColumn,
+        CategoricalColumn,
+        TextColumn,
+        IdColumn,
+        ConstantColumn,
+        ParsedTextColumn,
+    )
 }
+_UNMODELLED = {"id", "text", "constant"}
 
 
 class TableTransform:
@@ -47,6 +58,7 @@ class TableTransform:
         label_column: the label column, or None.
         label_classes: the label's categories as JSON values (None for null); [] without a label.
         conditional: when True the label is not in the matrix; `inverse_transform` takes it as `labels` codes.
+        roles: column name -> (role, reason), in schema order, then the columns dropped by a `drop` role.
     """
 
     def __init__(
@@ -55,6 +67,7 @@ class TableTransform:
         columns: dict[str, ColumnTransform],
         label_column: str | None = None,
         conditional: bool = False,
+        roles: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         if conditional and label_column is None:
             raise ConfigError("a conditional transform needs data.label_column; set it or conditional: false")
@@ -62,13 +75,16 @@ class TableTransform:
         self.columns = columns
         self.label_column = label_column
         self.conditional = conditional
+        self.roles = roles if roles is not None else {name: (_default_role(columns[name]), "") for name in schema.names}
         self.spans: list[Span] = []
         self._slices: dict[str, tuple[int, int]] = {}
+        end = 0
         for name in self.matrix_columns:
-            start = self.spans[-1].end if self.spans else 0
+            start = end
             self.spans.extend(columns[name].spans(start))
-            self._slices[name] = (start, self.spans[-1].end)
-        self.output_dim = self.spans[-1].end if self.spans else 0
+            end = start + columns[name].output_width
+            self._slices[name] = (start, end)
+        self.output_dim = end
 
     @classmethod
     def fit(
@@ -84,16 +100,19 @@ class TableTransform:
 
         Args:
             batches: record batches with (at least) the columns of `schema`, read once.
-            schema: the input schema after `config.drop_columns` were removed.
+            schema: the input schema after `config.drop_columns` were removed (a `drop` role is removed here).
             config: column kinds, the label column and the limits on categories and modes.
             conditional: keep the label column out of the matrix (a conditional VAE's condition).
-            seed: seeds the reservoir samples and the mixtures.
+            seed: seeds the reservoir samples, the mixtures and the id permutations.
 
         Raises:
-            DataError: an unsupported or all-null column, too many categories, or a config name not in `schema`.
+            DataError: an unsupported or all-null column, an override the column cannot take, dates in mixed
+                formats, an id override on repeated values, nothing left to model, or a config name not in `schema`.
         """
         if conditional and not config.label_column:
             raise ConfigError("conditional=True needs data.label_column; set the label column or conditional: false")
+        dropped = [name for name in config.dropped_columns if name in schema.names]
+        schema = pa.schema([field for field in schema if field.name not in dropped])
         if not len(schema):
             raise DataError("the input schema has no columns left after data.drop_columns")
         check_names(schema, config)
@@ -106,14 +125,22 @@ class TableTransform:
         profiles = profile_columns(batches, schema, plans, config, seed)
         if profiles[schema.names[0]].rows == 0:
             raise DataError("the input has no rows; check data.input_url")
-        columns = {}
-        for field in schema:
-            kind = resolve_kind(plans[field.name], profiles[field.name], config)
-            columns[field.name] = _BUILDERS[kind](field, config).fit(profiles[field.name], seed=seed)
-        transform = cls(schema, columns, config.label_column, conditional)
-        logger.info(
-            "fitted %d columns into %d features: %s", len(columns), transform.output_dim, transform.column_kinds()
-        )
+        decisions = {
+            field.name: decide(
+                field, plans[field.name], profiles[field.name], config, is_label=field.name == config.label_column
+            )
+            for field in schema
+        }
+        _check_something_to_model(decisions)
+        columns = {name: decision.transform.fit(profiles[name], seed=seed) for name, decision in decisions.items()}
+        roles = {name: (decision.role, decision.reason) for name, decision in decisions.items()}
+        roles |= {
+            name: ("drop", "data.column_kinds: drop") for name, kind in config.column_kinds.items() if kind == "drop"
+        }
+        transform = cls(schema, columns, config.label_column, conditional, roles)
+        for name, (role, reason) in roles.items():
+            logger.info("column '%s': %s (%s)", name, role, reason)
+        logger.info("fitted %d columns into %d features", len(columns), transform.output_dim)
         return transform
 
     @property
@@ -126,23 +153,50 @@ class TableTransform:
         return list(self._label_transform().categories_) if self.label_column else []
 
     def column_kinds(self) -> dict[str, str]:
-        """Column name -> "continuous" or "categorical", in schema order."""
-        return {name: self.columns[name].kind for name in self.schema.names}
+        """Column name -> role (continuous, discrete, categorical, datetime, id, text, constant), in schema order."""
+        return {name: self.roles[name][0] for name in self.schema.names}
+
+    def column_roles(self) -> dict[str, tuple[str, str]]:
+        """Column name -> (role, reason), in schema order, then the columns a `drop` role left out."""
+        return dict(self.roles)
+
+    def scoring_kinds(self) -> dict[str, str]:
+        """Column name -> "continuous" or "categorical" for the columns evaluation scores (not ids, text,
+        constants); score them on `scoring_view`, where numbers and dates written as text are numbers."""
+        kinds = {name: self.columns[name].scored_as for name in self.schema.names}
+        return {name: kind for name, kind in kinds.items() if kind is not None}
+
+    def scoring_view(self, data: pa.RecordBatch | pa.Table) -> pa.Table:
+        """The scored columns of `data` (see `scoring_kinds`) as evaluation compares them."""
+        names = list(self.scoring_kinds())
+        arrays = [self.columns[name].scoring_values(_column(data, name)) for name in names]
+        return pa.Table.from_arrays(arrays, names=names)
 
     def transform(self, data: pa.RecordBatch | pa.Table) -> np.ndarray:
         """Encode rows as a (B, output_dim) float32 matrix; columns not in the schema are ignored."""
         matrix = np.empty((data.num_rows, self.output_dim), dtype=np.float32)
         for name in self.matrix_columns:
             start, end = self._slices[name]
-            matrix[:, start:end] = self.columns[name].transform(_column(data, name))
+            if end > start:
+                matrix[:, start:end] = self.columns[name].transform(_column(data, name))
         return matrix
 
-    def inverse_transform(self, matrix: np.ndarray, labels: np.ndarray | None = None) -> pa.Table:
+    def inverse_transform(
+        self,
+        matrix: np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        row_offset: int = 0,
+        rng: np.random.Generator | None = None,
+    ) -> pa.Table:
         """Decode a (B, output_dim) matrix to a table with `self.schema`.
 
         Args:
             matrix: decoder outputs in the layout of `spans` (softmax groups are decoded by argmax).
             labels: (B,) label codes into `label_classes`; required exactly when the transform is conditional.
+            row_offset: the global index of the first row in its dataset (the rows of all earlier shards), so
+                generated ids are unique across shards.
+            rng: draws the rare categories' members; a fixed seed when None.
         """
         matrix = np.asarray(matrix)
         if matrix.ndim != 2 or matrix.shape[1] != self.output_dim:
@@ -153,11 +207,12 @@ class TableTransform:
             )
         if not self.conditional and labels is not None:
             raise ValueError("labels are only taken by a conditional transform; the label is decoded from the matrix")
+        context = DecodeContext(row_offset, rng if rng is not None else np.random.default_rng(0))
         arrays = []
         for name in self.schema.names:
             if name in self._slices:
                 start, end = self._slices[name]
-                arrays.append(self.columns[name].inverse_transform(matrix[:, start:end]))
+                arrays.append(self.columns[name].inverse_transform(matrix[:, start:end], context))
             else:
                 labels = np.asarray(labels)
                 if labels.shape != (len(matrix),):
@@ -188,14 +243,19 @@ class TableTransform:
             "label_column": self.label_column,
             "conditional": self.conditional,
             "columns": [self.columns[name].state_dict() for name in self.schema.names],
+            "roles": {name: list(role) for name, role in self.roles.items()},
         }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> TableTransform:
-        if state.get("version") != STATE_VERSION:
+        """Rebuild from `state_dict`; a version-1 state (before roles) loads as it was and decodes the same rows."""
+        if state.get("version") not in (1, STATE_VERSION):
             raise DataError(f"transform state version {state.get('version')} is not {STATE_VERSION}; refit it")
-        columns = {item["column"]: COLUMN_TRANSFORMS[item["kind"]].from_state_dict(item) for item in state["columns"]}
-        return cls(schema_from_json(state["schema"]), columns, state["label_column"], state["conditional"])
+        items = [_upgrade_column(item) for item in state["columns"]] if state["version"] == 1 else state["columns"]
+        columns = {item["column"]: COLUMN_TRANSFORMS[item["kind"]].from_state_dict(item) for item in items}
+        schema = schema_from_json(state["schema"])
+        roles = {name: (role, reason) for name, (role, reason) in state["roles"].items()} if "roles" in state else None
+        return cls(schema, columns, state["label_column"], state["conditional"], roles)
 
     def _label_transform(self) -> CategoricalColumn:
         if self.label_column is None:
@@ -209,3 +269,24 @@ def _column(data: pa.RecordBatch | pa.Table, name: str) -> pa.Array | pa.Chunked
     if name not in data.schema.names:
         raise DataError(f"the data lacks column '{name}'; it has {data.schema.names}")
     return data.column(name)
+
+
+def _default_role(column: ColumnTransform) -> str:
+    """The role of a column built without `fit` (which records the role it decided)."""
+    if column.kind == "continuous" and is_temporal(column.arrow_type):
+        return "datetime"
+    return "datetime" if column.kind == "parsed_text" else column.kind
+
+
+def _check_something_to_model(decisions: dict[str, Any]) -> None:
+    if all(decision.role in _UNMODELLED for decision in decisions.values()):
+        shown = ", ".join(f"{name}: {decision.role}" for name, decision in list(decisions.items())[:6])
+        raise DataError(
+            f"nothing to model: every column is an id, free text or a constant ({shown}); set "
+            "data.column_kinds for one of them (e.g. categorical) or add columns with values to learn"
+        )
+
+
+def _upgrade_column(item: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 column state: categoricals had no rare class."""
+    return {"rare_values_": [], "rare_counts_": [], **item} if item["kind"] == "categorical" else item

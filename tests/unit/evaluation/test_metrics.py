@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,20 +11,11 @@ import pytest
 from sklearn.datasets import load_wine
 from threadpoolctl import threadpool_limits
 
+from tests.unit.evaluation.conftest import PENGUIN_KINDS, split
 from vae_pipeline.errors import DataError
 from vae_pipeline.evaluation import metrics
 
-REPO = Path(__file__).resolve().parents[3]
-KINDS = {
-    "species": "categorical",
-    "island": "categorical",
-    "bill_length_mm": "continuous",
-    "bill_depth_mm": "continuous",
-    "flipper_length_mm": "continuous",
-    "body_mass_g": "continuous",
-    "sex": "categorical",
-    "year": "categorical",
-}
+KINDS = PENGUIN_KINDS
 
 
 @pytest.fixture(autouse=True)
@@ -33,17 +23,6 @@ def one_thread() -> Iterator[None]:
     # HistGradientBoosting's OpenMP threads crawl on a busy machine; tiny tables gain nothing from them.
     with threadpool_limits(limits=1):
         yield
-
-
-@pytest.fixture(scope="module")
-def penguins() -> pd.DataFrame:
-    return pd.read_csv(REPO / "data" / "penguins.csv")
-
-
-def split(frame: pd.DataFrame, parts: int, seed: int = 0) -> list[pd.DataFrame]:
-    """Disjoint random parts (the CSV alternates sexes, so an odd/even split is not random)."""
-    order = np.random.default_rng(seed).permutation(len(frame))
-    return [frame.iloc[index].reset_index(drop=True) for index in np.array_split(order, parts)]
 
 
 def constant_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -76,6 +55,51 @@ def test_sdmetrics_metadata_maps_kinds() -> None:
     assert metrics.sdmetrics_metadata({"a": "continuous", "b": "categorical"}) == {
         "columns": {"a": {"sdtype": "numerical"}, "b": {"sdtype": "categorical"}}
     }
+
+
+def test_sdmetrics_metadata_takes_only_scoring_kinds() -> None:
+    # Discrete columns are scored as continuous: the caller passes each column's `scored_as`, never "discrete".
+    with pytest.raises(DataError, match=r"column 'a' has kind 'discrete'; use one of \['continuous', 'categorical'\]"):
+        metrics.sdmetrics_metadata({"a": "discrete"})
+
+
+# ------------------------------------------------------------------------------------------------ outside support
+
+
+def test_outside_support_by_hand() -> None:
+    train = pd.DataFrame(
+        {
+            "binned": [17.5, 22.0, 27.0, None],
+            "year": [2007, 2008, 2009, 2007],
+            "code": ["a", "b", "a", None],
+        }
+    )
+    synthetic = pd.DataFrame(
+        {
+            "binned": [17.5, 17.6, None, 27.0],  # 17.6 of 3 non-null values is outside
+            "year": [2007.0, 2010.0, 2008.0, 2008.0],  # floats equal to the ints: only 2010 is outside
+            "code": ["a", "z", None, None],  # 1 of 2
+        }
+    )
+    expected = {"binned": 1 / 3, "year": 1 / 4, "code": 1 / 2}
+    assert metrics.outside_support(train, synthetic, ["binned", "year", "code"]) == pytest.approx(expected)
+    arrow = [pa.Table.from_pandas(f).to_pandas(types_mapper=pd.ArrowDtype) for f in (train, synthetic)]
+    assert metrics.outside_support(*arrow, ["binned", "year", "code"]) == pytest.approx(expected)
+    assert metrics.outside_support(train, synthetic.iloc[:0], ["binned"]) == {"binned": 0.0}  # nothing to check
+
+
+def test_outside_support_of_real_halves(penguins: pd.DataFrame) -> None:
+    first, second = split(penguins, 2)
+    shares = metrics.outside_support(first, second, ["year", "flipper_length_mm", "bill_length_mm"])
+    assert shares["year"] == 0.0
+    assert 0.0 < shares["flipper_length_mm"] < shares["bill_length_mm"] < 0.5  # 55 values vs 164 in 342 rows
+    noisy = second.assign(flipper_length_mm=second["flipper_length_mm"] + 0.1)
+    assert metrics.outside_support(first, noisy, ["flipper_length_mm"]) == {"flipper_length_mm": 1.0}
+
+
+def test_outside_support_names_a_missing_column(penguins: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="the synthetic frame lacks column 'year'"):
+        metrics.outside_support(penguins, penguins.drop(columns="year"), ["year"])
 
 
 # ------------------------------------------------------------------------------------------------ quality
@@ -188,73 +212,12 @@ def test_utility_label_must_be_categorical_in_kinds(penguins: pd.DataFrame, labe
         metrics.utility(penguins, penguins, label, KINDS, seed=0)
 
 
-# ------------------------------------------------------------------------------------------------ privacy
-
-
-def test_privacy_hand_computed() -> None:
-    # x scales by median 2 and IQR 3 - 1 = 2; c is one-hot over {a, b}, and the unseen "z" is all-zero.
-    kinds = {"x": "continuous", "c": "categorical"}
-    train = pd.DataFrame({"x": [0.0, 1, 2, 3, 4], "c": ["a", "a", "b", "b", "a"]})
-    synthetic = pd.DataFrame({"x": [2.5, 0.0], "c": ["b", "z"]})
-    holdout = pd.DataFrame({"x": [6.0, 4.0], "c": ["a", "b"]})
-    result = metrics.privacy(synthetic, train, holdout, kinds)
-    # synthetic (2.5, b) is 0.25 from (2, b); (0, z) is 1 from (0, a) (one-hot differs in one place).
-    # holdout (6, a) is 1 from (4, a); (4, b) is 0.5 from (3, b).
-    assert result["dcr_synthetic_median"] == pytest.approx((0.25 + 1.0) / 2, abs=1e-6)
-    assert result["dcr_holdout_median"] == pytest.approx((1.0 + 0.5) / 2, abs=1e-6)
-    assert result["dcr_ratio"] == pytest.approx(0.625 / 0.75, abs=1e-6)
-    assert result["exact_copy_share"] == 0.0
-
-
-def test_privacy_of_copied_training_rows(penguins: pd.DataFrame) -> None:
-    train, holdout = split(penguins, 2)
-    result = metrics.privacy(train, train, holdout, KINDS)
-    assert result["exact_copy_share"] == 1.0  # rows with nulls count too
-    assert result["dcr_ratio"] == 0.0
-    assert result["dcr_synthetic_median"] == result["dcr_synthetic_p05"] == 0.0 < result["dcr_holdout_p05"]
-
-
-def test_privacy_exact_copies_ignore_dtype(penguins: pd.DataFrame) -> None:
-    train, holdout = split(penguins, 2)
-    copied = train.astype(object).assign(year=train["year"].astype("float64"))
-    assert metrics.privacy(copied, train, holdout, KINDS)["exact_copy_share"] == 1.0
-
-
-def test_privacy_of_fresh_real_rows_is_near_one(penguins: pd.DataFrame) -> None:
-    train, holdout, fresh = split(penguins, 3)
-    result = metrics.privacy(fresh, train, holdout, KINDS)
-    assert 0.6 < result["dcr_ratio"] < 1.6
-    assert result["exact_copy_share"] == 0.0
-
-
-def test_privacy_of_far_noise_is_above_one(penguins: pd.DataFrame) -> None:
-    train, holdout = split(penguins, 2)
-    far = uniform_noise(holdout, seed=3)
-    far["body_mass_g"] += 50_000.0
-    assert metrics.privacy(far, train, holdout, KINDS)["dcr_ratio"] > 5.0
-
-
-def test_privacy_subsamples_deterministically(penguins: pd.DataFrame) -> None:
-    train, holdout = split(penguins, 2)
-    runs = [metrics.privacy(holdout, train, holdout, KINDS, max_rows=50, seed=9) for _ in range(2)]
-    assert runs[0] == runs[1]
-    assert runs[0]["dcr_ratio"] != 1.0  # the two 50-row samples differ
-
-
-def test_privacy_ratio_when_holdout_sits_on_training_rows() -> None:
-    kinds = {"c": "categorical"}
-    train = pd.DataFrame({"c": ["a", "b"]})
-    assert metrics.privacy(train, train, train, kinds)["dcr_ratio"] == 1.0
-
-
 # ------------------------------------------------------------------------------------------------ errors
 
 
 def test_missing_column_names_it(penguins: pd.DataFrame) -> None:
     with pytest.raises(DataError, match="'island'"):
         metrics.quality_score(penguins, penguins.drop(columns="island"), KINDS)
-    with pytest.raises(DataError, match="'island'"):
-        metrics.privacy(penguins, penguins, penguins.drop(columns="island"), KINDS)
 
 
 def test_unknown_kind_and_non_numeric_continuous(penguins: pd.DataFrame) -> None:

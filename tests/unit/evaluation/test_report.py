@@ -36,7 +36,7 @@ def _entry(name: str, quality: float, auc: float, dcr: float, composite: float, 
         "detection_auc": auc,
         "utility": {"macro_f1": quality - 0.1, "accuracy": quality - 0.05, "balanced_accuracy": quality - 0.11},
         "privacy": {"dcr_ratio": dcr, "exact_copy_share": extra.get("copies", 0.0),
-                    "dcr_synthetic_median": 0.4 * dcr, "dcr_holdout_median": 0.4},
+                    "dcr_synthetic_median": 0.4 * dcr, "dcr_real_median": 0.4},
         "composite": composite,
         "privacy_ok": extra.get("ok", True),
         "privacy_reason": extra.get("reason"),
@@ -54,7 +54,7 @@ def _results() -> dict[str, Any]:
         _entry("prior", 0.781, 0.834, 1.12, 0.58),
     ]
     return {
-        "format": "vae-pipeline/evaluation/v1",
+        "format": "vae-pipeline/evaluation/v2",
         "model_fingerprint": "3f2a9c1b",
         "seed": 7,
         "label_column": "species",
@@ -164,7 +164,7 @@ def test_verdict_names_choice_prior_holes_and_refusal(inputs: ReportInputs) -> N
     text = verdict(inputs.results)
     assert text.startswith("Use `gmm` here: it scores 0.871 quality (prior: 0.781; real training rows: 0.931)")
     assert "0.612 vs 0.834 for the prior" in text
-    assert "no closer to training rows than real unseen rows" in text
+    assert "no closer to training rows than fresh real rows" in text
     assert "hole share 23.0% vs 5.0% if q ≈ p, 1 of 4 latent dimensions inactive" in text
     assert "which is why it trails" in text
     assert f"refused `empirical`: {REFUSAL}." in text

@@ -26,6 +26,7 @@ def test_plan_shards_counts_and_remainder(rows: int, rows_per_shard: int, expect
     assert [s.index for s in shards] == list(range(len(expected)))
     assert {s.seed for s in shards} == {7}
     assert sum(s.rows for s in shards) == rows
+    assert [s.start for s in shards] == [sum(expected[:i]) for i in range(len(expected))]  # rows before each
 
 
 def test_plan_shards_deterministic() -> None:
@@ -76,4 +77,5 @@ def test_seed_sequences_differ_across_shards() -> None:
 
 
 def test_shard_spec_to_json() -> None:
-    assert ShardSpec(index=2, rows=50, seed=1).to_json() == {"index": 2, "rows": 50, "seed": 1}
+    assert ShardSpec(index=2, rows=50, seed=1, start=100).to_json() == {"index": 2, "rows": 50, "seed": 1, "start": 100}
+    assert ShardSpec(**ShardSpec(index=2, rows=50, seed=1).to_json()).start == 0

@@ -1,4 +1,4 @@
-"""ContinuousColumn and CategoricalColumn on tiny handmade columns with hand-computed expectations."""
+"""ContinuousColumn (point masses included) and CategoricalColumn on tiny handmade columns and small real ones."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from vae_pipeline.errors import DataError, NotFittedError
 from vae_pipeline.layout import Span
 from vae_pipeline.transforms import COLUMN_TRANSFORMS, CategoricalColumn, ColumnTransform, ContinuousColumn
 from vae_pipeline.transforms.base import row_argmax
+from vae_pipeline.transforms.continuous import point_masses
 from vae_pipeline.transforms.profile import ColumnProfile
 
 
@@ -248,3 +249,109 @@ def test_continuous_inverse_is_the_same_for_column_major_blocks() -> None:
     decoded = column.inverse_transform(block)
     assert column.inverse_transform(np.asfortranarray(block)).equals(decoded)
     assert decoded.equals(column.inverse_transform(block.astype(np.float64)))
+
+
+# ------------------------------------------------------------------ point masses (CTAB-GAN's mixed-type modes)
+
+
+def zero_inflated(rows: int = 1000, seed: int = 0) -> np.ndarray:
+    """80% exact zeros, the rest a positive log-normal spread (an income, a rainfall)."""
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(rows) < 0.8, 0.0, rng.lognormal(3.0, 0.5, rows))
+
+
+@pytest.mark.parametrize(
+    ("sample", "masses"),
+    [
+        (np.r_[[0.0] * 80, np.linspace(1, 5, 20)], [0.0]),  # 80% at 0, neighbours once each
+        (np.r_[np.linspace(0, 99, 950), [100.0] * 50], [100.0]),  # a cap holding 5%
+        (np.r_[[-1.0] * 9, np.linspace(0, 1, 500)], []),  # 9 rows: fewer than 10 is not a pile
+        (np.random.default_rng(0).binomial(40, 0.5, 2000).astype(float), []),  # a smooth peak, not a mass
+        (np.r_[[2.0] * 20, [3.0] * 20, np.linspace(3.1, 9, 60)], [2.0, 3.0]),  # adjacent masses
+        (np.full(50, 7.0), []),  # constant: already one mode of width zero
+    ],
+    ids=["zeros", "cap", "too_few", "binomial", "adjacent", "constant"],
+)
+def test_point_masses_by_hand(sample: np.ndarray, masses: list[float]) -> None:
+    assert point_masses(sample).tolist() == masses
+
+
+def test_point_mass_encoding_and_decoding_by_hand() -> None:
+    column = ContinuousColumn("x", pa.float64())
+    state = {
+        "kind": "continuous",
+        "weights_": [1.0],
+        "means_": [50.0],
+        "stds_": [10.0],
+        "minimum_": 0.0,
+        "maximum_": 100.0,
+        "has_nulls_": False,
+        "decimals_": 1,
+        "point_masses_": [0.0, 100.0],
+    }
+    column.load_state_dict(state)
+    assert column.spans(0) == [Span("gaussian", 0, 1, "x"), Span("softmax", 1, 4, "x")]  # 1 mode + 2 masses
+    block = column.transform(pa.array([0.0, 50.0, 100.0, 60.0]))
+    np.testing.assert_array_equal(block, [[0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0.25, 1, 0, 0]])
+    # A mass slot decodes to exactly its value whatever alpha says; the mixture slot as before.
+    decoded = column.inverse_transform(np.array([[0.7, 0.1, 0.8, 0.1], [0.7, 0.2, 0.1, 0.9], [0.25, 0.9, 0.0, 0.0]]))
+    assert decoded.to_pylist() == [0.0, 100.0, 60.0]
+    written = json.loads(json.dumps(column.state_dict()))
+    assert written.pop("arrow_type") and written == {**state, "column": "x"}
+
+
+def test_zero_inflated_column_decodes_zeros_exactly_and_keeps_their_share() -> None:
+    values = zero_inflated()
+    array = pa.array(values)
+    column = continuous(array, max_modes=5)
+    assert column.point_masses_ == [0.0]
+    n_modes = len(column.means_)
+    assert column.spans(0)[1] == Span("softmax", 1, 2 + n_modes, "x")  # the mass's slot after the mixture's
+    block = column.transform(array)
+    zeros = values == 0
+    np.testing.assert_array_equal(block[zeros, 1 + n_modes], 1.0)
+    np.testing.assert_array_equal(block[zeros, 0], 0.0)
+    decoded = column.inverse_transform(block).to_numpy()
+    np.testing.assert_array_equal(decoded == 0, zeros)  # only the zeros come back as zeros
+    np.testing.assert_allclose(decoded, values, rtol=1e-4, atol=1e-4)
+    # The mixture now models the spread alone: no mode sits on the zeros.
+    assert min(column.means_) > 5
+
+
+def test_real_point_masses_diabetes_cholesterol_ratio() -> None:
+    """Diabetes s4 (total / HDL cholesterol): 84% of 442 rows sit on the whole numbers 2..7, the rest spread."""
+    from sklearn.datasets import load_diabetes
+
+    s4 = load_diabetes(scaled=False, as_frame=True).frame["s4"].to_numpy()
+    column = continuous(pa.array(s4))
+    assert column.point_masses_ == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    decoded = column.inverse_transform(column.transform(pa.array(s4))).to_numpy()
+    for mass in column.point_masses_:
+        assert (decoded == mass).sum() == (s4 == mass).sum()
+
+
+def test_point_masses_survive_state_dict_and_column_major_blocks() -> None:
+    array = pa.array(zero_inflated(), pa.float32())
+    column = continuous(array, max_modes=3)
+    state = json.loads(json.dumps(column.state_dict(), allow_nan=False))
+    assert state["point_masses_"] == [0.0]
+    rebuilt = ContinuousColumn.from_state_dict(state)
+    assert rebuilt.spans(2) == column.spans(2)
+    block = np.random.default_rng(0).normal(size=(3000, column.output_width)).astype(np.float32)
+    decoded = rebuilt.inverse_transform(block)
+    assert decoded.equals(column.inverse_transform(np.asfortranarray(block)))
+    assert decoded.type == pa.float32()
+    on_mass = row_argmax(block[:, 1:]) == len(column.means_)
+    assert on_mass.any() and (decoded.to_numpy()[on_mass] == 0).all()
+
+
+def test_plain_continuous_column_keeps_its_state_and_layout() -> None:
+    """No point masses: the state has exactly the keys it had before they existed, and 1 + K slots."""
+    values = np.random.default_rng(0).normal(10, 2, 400).round(2)
+    column = continuous(pa.array(values), max_modes=4)
+    assert column.point_masses_ == []
+    assert set(column.state_dict()) == {"kind", "column", "arrow_type", *ContinuousColumn.fitted_attributes}
+    assert column.output_width == 1 + len(column.means_)
+    # An earlier state (no point_masses_ key) loads and writes back unchanged.
+    state = column.state_dict()
+    assert ContinuousColumn.from_state_dict(state).state_dict() == state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
@@ -41,9 +42,9 @@ def test_penguins_kinds_and_round_trip(penguins: pa.Table, config: DataConfig) -
         "species": "categorical",
         "island": "categorical",
         "bill_length_mm": "continuous",
-        "bill_depth_mm": "continuous",
-        "flipper_length_mm": "continuous",
-        "body_mass_g": "continuous",
+        "bill_depth_mm": "discrete",  # one decimal, on a grid of about 100 points in 344 rows
+        "flipper_length_mm": "discrete",
+        "body_mass_g": "discrete",  # multiples of 25 g
         "sex": "categorical",
         "year": "categorical",  # 3 distinct integers
     }
@@ -70,8 +71,8 @@ def test_mixed_types_round_trip(mixed: pa.Table, config: DataConfig) -> None:
         "big_text": "categorical",
         "flag": "categorical",
         "coded": "categorical",
-        "day": "continuous",
-        "stamp": "continuous",
+        "day": "datetime",
+        "stamp": "datetime",
         "price": "continuous",
     }
     restored = transform.inverse_transform(transform.transform(mixed))
@@ -188,3 +189,28 @@ def test_label_methods_need_a_label(penguins: pa.Table, config: DataConfig) -> N
     assert transform.label_column is None and transform.label_classes == []
     with pytest.raises(ConfigError, match="label_column"):
         transform.label_codes(penguins)
+
+
+def test_version_one_state_loads_and_decodes_the_same_rows(penguins: pa.Table, config: DataConfig) -> None:
+    transform = fit(penguins.select(["species", "island", "bill_length_mm", "year"]), config)
+    state = transform.state_dict()
+    old = {**state, "version": 1, "columns": [dict(item) for item in state["columns"]]}
+    del old["roles"]
+    for item in old["columns"]:
+        for key in ("rare_values_", "rare_counts_"):
+            item.pop(key, None)
+    rebuilt = TableTransform.from_state_dict(json.loads(json.dumps(old)))
+    assert rebuilt.column_kinds() == transform.column_kinds()
+    noisy = np.random.default_rng(3).normal(size=(40, transform.output_dim)).astype(np.float32)
+    assert rebuilt.inverse_transform(noisy).equals(transform.inverse_transform(noisy))
+    with pytest.raises(DataError, match="version 0 is not 2; refit it"):
+        TableTransform.from_state_dict({**state, "version": 0})
+
+
+def test_a_decimal_column_with_few_values_is_categorical_and_round_trips_exactly_through_json() -> None:
+    values = [Decimal(f"{i % 5}.25") for i in range(200)]
+    table = pa.table({"d": pa.array(values, pa.decimal128(6, 2)), "x": [float(i) for i in range(200)]})
+    transform = TableTransform.fit(table.to_batches(), table.schema, DataConfig())
+    assert transform.column_kinds()["d"] == "categorical"
+    loaded = TableTransform.from_state_dict(json.loads(json.dumps(transform.state_dict())))
+    assert loaded.inverse_transform(loaded.transform(table)).column("d").equals(table.column("d"))
