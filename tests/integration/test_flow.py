@@ -93,7 +93,7 @@ def test_transient_failures_are_retried_and_user_errors_are_not(
     result = statistics_only()
     assert calls == ["flaky", "flaky"] and result["url"] == default_statistics_url(trained.model_url)
 
-    def bad_data(config: Any, model_url: str) -> str:
+    def bad_data(config: Any, model_url: str, **options: Any) -> str:
         calls.append("bad")
         raise DataError("input has no rows")
 
