@@ -84,7 +84,7 @@ def measure(device: str, table_url: str, args: argparse.Namespace) -> dict[str, 
     config = pipeline_config(args.out, table_url, device, args)
     shutil.rmtree(config.model_url, ignore_errors=True)  # a rerun would find the bundle and train nothing
     train_rows = pq.read_metadata(table_url).num_rows * (
-        1 - config.data.validation_fraction - config.data.holdout_fraction
+        1 - config.data.validation_fraction - config.data.holdout_share
     )
     started = time.perf_counter()
     model_url = run_training(config)

@@ -29,6 +29,9 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_HOLDOUT_FRACTION = 0.1
+
+
 class DataConfig(_Frozen):
     """Where the training table is and how to read its columns."""
 
@@ -51,8 +54,15 @@ class DataConfig(_Frozen):
     fit_sample_rows: int = Field(50_000, ge=100, description="bounded reservoir for fitting each column's mixture")
     batch_rows: int = Field(65_536, ge=1, description="rows per Arrow record batch when streaming the input")
     validation_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    holdout_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    holdout_fraction: float | None = Field(
+        None, ge=0.0, lt=0.5, description="null: 10%, or more on a small table so the evaluation can score it"
+    )
     split_seed: int = 0
+
+    @property
+    def holdout_share(self) -> float:
+        """The holdout's share of rows: `holdout_fraction`, or 10% where it is left to training to choose."""
+        return DEFAULT_HOLDOUT_FRACTION if self.holdout_fraction is None else self.holdout_fraction
 
     @field_validator("storage_options")
     @classmethod
@@ -205,21 +215,17 @@ class PipelineConfig(_Frozen):
         return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> PipelineConfig:
-        """A copy with dotted keys replaced, e.g. {"training.epochs": 5}; validated like the file.
-
-        Keys left at their defaults stay unset in the copy, so a default that adapts to the data (such as the
-        holdout share of a small table) still knows the user did not choose it.
-        """
-        full, data = self.model_dump(mode="json"), self.model_dump(mode="json", exclude_unset=True)
+        """A copy with dotted keys replaced, e.g. {"training.epochs": 5}; validated like the file."""
+        data = self.model_dump(mode="json")
         for dotted, value in overrides.items():
             if value is None:
                 continue
-            known, node = full, data
+            node = data
             *parents, leaf = dotted.split(".")
             for part in parents:
-                if not isinstance(known.get(part), dict):
+                if not isinstance(node.get(part), dict):
                     raise ConfigError(f"unknown key '{dotted}'; check it against the config reference in README.md")
-                known, node = known[part], node.setdefault(part, {})
+                node = node[part]
             node[leaf] = value
         return parse_config(data, source="overrides")
 

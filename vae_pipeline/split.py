@@ -88,7 +88,7 @@ def _canonical(column: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
 
 def split_codes(data: pa.RecordBatch | pa.Table, config: DataConfig) -> np.ndarray:
     """`assign_splits` with the config's seed and fractions."""
-    return assign_splits(data, config.split_seed, config.validation_fraction, config.holdout_fraction)
+    return assign_splits(data, config.split_seed, config.validation_fraction, config.holdout_share)
 
 
 def split_uniforms(data: pa.RecordBatch | pa.Table, seed: int) -> np.ndarray:

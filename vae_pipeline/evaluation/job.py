@@ -108,7 +108,7 @@ def _evaluate(
 ) -> None:
     settings = config.evaluation
     real = sample_real_rows(source, data, settings.rows, settings.seed)
-    check_holdout(real, settings, data.holdout_fraction)
+    check_holdout(real, settings, data.holdout_share)
     label = bundle.transform.label_column
     if label is not None:
         check_label(real, label)

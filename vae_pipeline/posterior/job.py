@@ -86,7 +86,7 @@ def _compute(
     ensure_ray(config.ray)
     rows = source.count_rows()
     progress.start("statistics", rows, "rows")
-    train_share = 1.0 - data.validation_fraction - data.holdout_fraction
+    train_share = 1.0 - data.validation_fraction - data.holdout_share
     bound = reservoir_key_bound(int(rows * train_share), settings.reservoir_size)
     total = _summarize(config, bundle, source, model_url, bound, progress)
     if bound is not None and len(total.reservoir_keys) < min(settings.reservoir_size, total.n):

@@ -31,24 +31,25 @@ HOLDOUT_MARGIN = 1.3
 def with_evaluable_holdout(config: PipelineConfig, source: TableSource) -> PipelineConfig:
     """On a small table, a holdout large enough for the evaluation to score (`evaluation.min_holdout_rows`).
 
-    10% of 120 rows is 12 unseen rows, too few to score, and the default run would stop at the evaluation. Unless
-    the user set `data.holdout_fraction`, it grows until the holdout holds `TARGET_HOLDOUT_ROWS` (or the minimum
-    with a margin, if larger), at most `MAX_AUTO_HOLDOUT`; the bundle records the share used, and every later step
-    reads it from there. The share is found from the rows' own split numbers, since repeated rows share one and move
-    into the holdout together.
+    10% of 120 rows is 12 unseen rows, too few to score, and the default run would stop at the evaluation. Where
+    `data.holdout_fraction` is left null, the share is 10%, or more until the holdout holds `TARGET_HOLDOUT_ROWS`
+    (or the minimum with a margin, if larger), at most `MAX_AUTO_HOLDOUT`; the bundle records the share used, and
+    every later step reads it from there. The share is found from the rows' own split numbers, since repeated rows
+    share one and move into the holdout together.
     """
     data = config.data
     needed = max(TARGET_HOLDOUT_ROWS, math.ceil(HOLDOUT_MARGIN * config.evaluation.min_holdout_rows))
-    if "holdout_fraction" in data.model_fields_set or source.count_rows() * data.holdout_fraction >= 10 * needed:
+    if data.holdout_fraction is not None:
         return config
-    fraction = _share_holding(source, data, needed)
-    if fraction <= data.holdout_fraction:
-        return config
-    fraction = min(MAX_AUTO_HOLDOUT, math.ceil(fraction * 100) / 100)
-    logger.warning(
-        "the table is small, so the holdout the evaluation scores against takes %.0f%% of its rows instead of %.0f%% "
-        "(set data.holdout_fraction to choose)", 100 * fraction, 100 * data.holdout_fraction,
-    )  # fmt: skip
+    fraction = data.holdout_share
+    if source.count_rows() * fraction < 10 * needed:  # a large table's 10% is plenty
+        wanted = math.ceil(_share_holding(source, data, needed) * 100) / 100
+        if wanted > fraction:
+            fraction = min(MAX_AUTO_HOLDOUT, wanted)
+            logger.warning(
+                "the table is small, so the holdout the evaluation scores against takes %.0f%% of its rows instead "
+                "of %.0f%% (set data.holdout_fraction to choose)", 100 * fraction, 100 * data.holdout_share,
+            )  # fmt: skip
     return config.model_copy(update={"data": data.model_copy(update={"holdout_fraction": fraction})})
 
 
