@@ -90,10 +90,10 @@ def run_evaluation(
         progress.finish("reused: " + evaluation_summary(storage.read_json(report_json)))
         return report_json
     with steps.timed() as clock:
-        _evaluate(config, bundle, posterior, source, data, evaluation_url, progress)
+        results = _evaluate(config, bundle, posterior, source, data, evaluation_url, progress)
     record = steps.finished_record("evaluate", key, steps.file_digest(report_json) or "", clock.seconds)
     steps.write_record(evaluation_url, record)
-    progress.finish(evaluation_summary(storage.read_json(report_json)))
+    progress.finish(evaluation_summary(results))
     return report_json
 
 
@@ -105,7 +105,7 @@ def _evaluate(
     data: DataConfig,
     report_url: str,
     progress: Progress = NO_PROGRESS,
-) -> None:
+) -> dict[str, Any]:
     settings = config.evaluation
     real = sample_real_rows(source, data, settings.rows, settings.seed)
     check_holdout(real, settings, data.holdout_share)
@@ -163,6 +163,7 @@ def _evaluate(
         report_url, ReportInputs(results=results, real=holdout, synthetic=synthetic, latents=latents, kinds=kinds)
     )
     logger.info("evaluation written to %s; choice: %s", report_url, results["choice"])
+    return results
 
 
 def check_schema(bundle: ModelBundle, schema: pa.Schema, input_url: str) -> None:

@@ -61,10 +61,10 @@ def run_statistics(
         return statistics_url
     here = NO_PROGRESS if is_client_address(config.ray.address) else progress  # Ray Client: runs on the head node
     with steps.timed() as clock:
-        run_as_driver(config.ray, _compute, config, bundle, source, model_url, statistics_url, here)
+        summary = run_as_driver(config.ray, _compute, config, bundle, source, model_url, statistics_url, here)
     record = steps.finished_record("statistics", key, steps.file_digest(posterior_json) or "", clock.seconds)
     steps.write_record(statistics_url, record)
-    progress.finish(statistics_summary(storage.read_json(posterior_json)["summary"]))
+    progress.finish(statistics_summary(summary))
     return statistics_url
 
 
@@ -80,7 +80,8 @@ def _compute(
     model_url: str,
     statistics_url: str,
     progress: Progress = NO_PROGRESS,
-) -> None:
+) -> dict[str, Any]:
+    """Summarize the training rows, finalize and save the posterior; returns its summary."""
     data = bundle.config.data
     settings = config.statistics
     ensure_ray(config.ray)
@@ -99,6 +100,7 @@ def _compute(
     )
     save_posterior(posterior, statistics_url)
     _log_summary(posterior)
+    return posterior.summary()
 
 
 def reservoir_key_bound(expected_rows: int, reservoir_size: int) -> int | None:
