@@ -241,7 +241,7 @@ def ceiling(real: RealRows, kinds: dict[str, str], label: str, seed: int) -> dic
     job, the privacy entry is the leave-one-out baseline (DCR ratio 1 by definition, the share of rows with a twin)."""
     entry = score(real.modelled, real, kinds, label, seed)
     baseline = _training_index(real, kinds)[1]
-    entry["privacy"] = {**baseline, "dcr_synthetic_median": baseline["dcr_real_median"], "dcr_ratio": 1.0}
+    entry["privacy"] = privacy.real_rows_scores(baseline)
     return entry
 
 

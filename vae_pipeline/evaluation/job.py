@@ -237,18 +237,12 @@ def _reference(
     Their privacy would be trivially zero, so the privacy reference is the baseline: each training row against the
     other training rows (a DCR ratio of 1 by definition) and the share of them with a twin among the others.
     """
-    real_privacy = {
-        "dcr_synthetic_median": baseline["dcr_real_median"],
-        "dcr_synthetic_p05": baseline["dcr_real_p05"],
-        **baseline,
-        "dcr_ratio": 1.0,
-    }
     return {
         "name": "real training rows",
         "quality": metrics.quality_score(holdout, train, kinds),
         "detection_auc": metrics.detection_auc(holdout, train, kinds, seed=settings.seed),
         "utility": metrics.utility(train, holdout, label, kinds, seed=settings.seed) if label else None,
-        "privacy": real_privacy,
+        "privacy": privacy.real_rows_scores(baseline),
     }
 
 

@@ -120,6 +120,16 @@ def privacy(
     }
 
 
+def real_rows_scores(baseline: dict[str, float]) -> dict[str, float]:
+    """The baseline in the shape `privacy` returns, for real training rows scored as if synthetic (DCR ratio 1)."""
+    return {
+        "dcr_synthetic_median": baseline["dcr_real_median"],
+        "dcr_synthetic_p05": baseline["dcr_real_p05"],
+        **baseline,
+        "dcr_ratio": 1.0,
+    }
+
+
 def verdict(
     scores: dict[str, float], baseline: dict[str, float], *, privacy_margin: float, max_copy_excess: float
 ) -> tuple[bool, str | None]:

@@ -166,3 +166,11 @@ def test_position_keys_are_seeded_and_independent_of_batching() -> None:
     assert np.array_equal(np.concatenate([position_keys(0, 40, 3), position_keys(40, 60, 3)]), whole)
     assert not np.array_equal(whole, position_keys(0, 100, seed=4))
     assert len(np.unique(whole)) == 100
+
+
+def test_real_rows_are_scored_as_the_baseline(penguins: pd.DataFrame) -> None:
+    index = privacy.index_training_rows(penguins, KINDS)
+    baseline = privacy.real_baseline(index)
+    scores = privacy.real_rows_scores(baseline)
+    assert scores["dcr_ratio"] == 1.0 and scores["dcr_synthetic_median"] == baseline["dcr_real_median"]
+    assert scores["exact_copy_share"] == baseline["exact_copy_share"]
