@@ -19,6 +19,9 @@ ColumnKind = Literal["continuous", "categorical", "discrete", "id", "datetime", 
 # A location, spelled one way (storage.normalize_url): `out//c`, `./out/c/` and `out/c` are one output, one run.
 Location = Annotated[str, AfterValidator(storage.normalize_url)]
 SamplerName = Literal["auto", "prior", "gaussian", "gmm", "empirical", "conditional"]
+# Where a step runs (vae_pipeline/executor.py): auto = in this process when one process suffices, else on Ray.
+ExecutorSetting = Literal["auto", "local", "ray"]
+_EXECUTOR_HELP = "auto: in this process when one process suffices (no cluster, one worker, fits memory); else Ray"
 
 _SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "connection_string")
 # Values of secret-looking options that name a mode rather than hold a secret (gcsfs: token="anon").
@@ -104,7 +107,9 @@ class ModelConfig(_Frozen):
 
 class TrainingConfig(_Frozen):
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(500, ge=2)
+    batch_size: int | None = Field(
+        None, ge=2, description="null: suits the table (training rows / 16, a power of two in 64..1024)"
+    )
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     # 0.5 = reconstruction weighted twice the KL, as TVAE's loss_factor=2: with beta=1 the decoder learns to ignore
@@ -121,6 +126,13 @@ class TrainingConfig(_Frozen):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="stop after this many epochs without a better validation loss"
     )
+    executor: ExecutorSetting = Field("auto", description=_EXECUTOR_HELP)
+    checkpoint_every_epochs: int | None = Field(
+        None, ge=1, description="also checkpoint every this many epochs (always at the end, with the best epoch)"
+    )
+    checkpoint_interval_s: float = Field(
+        60.0, ge=0, description="checkpoint when this long has passed since the last one (0: every epoch)"
+    )
 
 
 class StatisticsConfig(_Frozen):
@@ -130,6 +142,7 @@ class StatisticsConfig(_Frozen):
     hole_quantile: float = Field(0.01, gt=0, lt=0.5)
     batch_rows: int = Field(8_192, ge=1)
     num_workers: int = Field(1, ge=1)
+    executor: ExecutorSetting = Field("auto", description=_EXECUTOR_HELP)
     seed: int = 0
 
 
@@ -166,6 +179,9 @@ class GenerationConfig(_Frozen):
     output_url: Location = "out/synthetic"
     seed: int = 0
     num_workers: int = Field(2, ge=1)
+    executor: ExecutorSetting = Field(
+        "auto", description="auto: in this process when the run is one shard and no cluster is set; else Ray actors"
+    )
     batch_rows: int = Field(4_096, ge=1, description="rows decoded per forward pass")
     overwrite: bool = False
     resume: bool = Field(False, description="finish an interrupted run: redo only missing or damaged shards")
