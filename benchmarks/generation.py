@@ -49,7 +49,7 @@ from vae_pipeline.posterior.aggregate import JSON_NAME
 from vae_pipeline.posterior.job import run_statistics
 from vae_pipeline.runtime import ensure_ray, shutdown_ray
 from vae_pipeline.samplers.registry import build_sampler
-from vae_pipeline.training.ray_train import run_training
+from vae_pipeline.training.job import run_training
 
 SCAN_BATCHES = (1_024, 2_048, 4_096, 8_192, 16_384, 65_536)
 TARGETS = {"ceiling_share": 0.70, "tvae_x": {10: 3.0, 30: 8.0}, "scaling_2w": 1.7}

@@ -39,7 +39,7 @@ from vae_pipeline.generation.job import run_generation
 from vae_pipeline.generation.manifest import read_manifest
 from vae_pipeline.posterior.job import run_statistics
 from vae_pipeline.runtime import ensure_ray, shutdown_ray
-from vae_pipeline.training.ray_train import run_training
+from vae_pipeline.training.job import run_training
 
 
 def write_table(columns: int, rows: int, directory: Path) -> str:

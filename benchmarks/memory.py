@@ -43,7 +43,7 @@ from vae_pipeline.generation.job import run_generation
 from vae_pipeline.generation.manifest import read_manifest
 from vae_pipeline.posterior.job import run_statistics
 from vae_pipeline.runtime import ensure_ray, shutdown_ray
-from vae_pipeline.training.ray_train import run_training
+from vae_pipeline.training.job import run_training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generation import write_table  # the same tables as the throughput benchmark

@@ -48,7 +48,7 @@ from vae_pipeline.posterior.job import run_statistics
 from vae_pipeline.runtime import shutdown_ray
 from vae_pipeline.samplers.registry import build_sampler
 from vae_pipeline.split import Split, split_codes
-from vae_pipeline.training.ray_train import run_training
+from vae_pipeline.training.job import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_TABLE_ROWS = 1_000  # below this the holdout is 20% of the rows instead of 10%, so it can be scored

@@ -37,7 +37,7 @@ from vae_pipeline.logs import log_context
 from vae_pipeline.posterior.job import run_statistics
 from vae_pipeline.progress import NO_PROGRESS, Progress, current_progress, reporting_to
 from vae_pipeline.ray_jobs import config_for_job, is_jobs_address, run_step_as_job, step_entrypoint
-from vae_pipeline.training.ray_train import run_training
+from vae_pipeline.training.job import run_training
 
 StepResult = dict[str, Any]  # {"step", "url", "seconds", "cached"}
 _STEP_NAMES = {"train": "train", "stats": "statistics", "evaluate": "evaluate", "generate": "generate"}

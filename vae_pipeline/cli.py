@@ -152,7 +152,7 @@ def train(
 ) -> None:
     """Train a model bundle on Ray."""
     from vae_pipeline.bundle import load_bundle
-    from vae_pipeline.training.ray_train import run_training
+    from vae_pipeline.training.job import run_training
 
     pipeline = build_config(config, input=input, model=model, epochs=epochs, seed=seed, label=label, workers=workers)
     preflight(pipeline, check_output=False)

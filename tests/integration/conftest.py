@@ -60,7 +60,7 @@ def ray_instance() -> Iterator[None]:
 def trained(ray_instance: None, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """Train and compute statistics once; tests generate from it into their own outputs."""
     from vae_pipeline.posterior.job import run_statistics
-    from vae_pipeline.training.ray_train import run_training
+    from vae_pipeline.training.job import run_training
 
     root = tmp_path_factory.mktemp("trained")
     config = tiny_config(root)

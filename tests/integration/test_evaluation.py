@@ -169,7 +169,7 @@ def memorising(ray_instance: None, tmp_path_factory: pytest.TempPathFactory) -> 
     KL weight and many epochs: decoding a training row's posterior gives that row back.
     """
     from vae_pipeline.posterior.job import run_statistics
-    from vae_pipeline.training.ray_train import run_training
+    from vae_pipeline.training.job import run_training
 
     root = tmp_path_factory.mktemp("memorising")
     table = pq.read_table(PENGUINS).select(["species", "island", "sex", "year", "flipper_length_mm"])

@@ -145,7 +145,7 @@ def test_distributed_statistics_equal_the_one_shot_computation(trained: TrainedM
 
 def test_training_resumes_from_the_last_checkpoint(ray_instance: None, tmp_path: Path) -> None:
     from tests.integration.conftest import tiny_config
-    from vae_pipeline.training.ray_train import run_training
+    from vae_pipeline.training.job import run_training
 
     first = tiny_config(tmp_path, training={"epochs": 2, "run_name": "resumable"})
     run_training(first)

@@ -17,7 +17,7 @@ from vae_pipeline.errors import ConfigError
 from vae_pipeline.generation.job import run_generation
 from vae_pipeline.resources import cluster_gpus, require_gpus
 from vae_pipeline.training import ray_train
-from vae_pipeline.training.ray_train import run_training
+from vae_pipeline.training.job import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def test_streaming_training_without_a_cpu_for_reading_is_refused(
     ray_instance: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ray_train, "_MATERIALIZE_BYTES", 0)  # as if the input were too large to keep in memory
-    config = tiny_config(tmp_path, training={"epochs": 1})  # the shared local instance has 2 CPUs
+    config = tiny_config(tmp_path, training={"epochs": 1, "executor": "ray"})  # the shared instance has 2 CPUs
     with pytest.raises(ConfigError, match=r"training streams it and needs 3 CPUs .* set ray.num_cpus: 3"):
         run_training(config)
     assert not any((tmp_path / "model").rglob("*.safetensors"))

@@ -56,7 +56,7 @@ def s3_run(ray_instance: None, s3_server: str, tmp_path_factory: pytest.TempPath
     from vae_pipeline.evaluation.job import run_evaluation
     from vae_pipeline.generation.job import run_generation
     from vae_pipeline.posterior.job import run_statistics
-    from vae_pipeline.training.ray_train import run_training
+    from vae_pipeline.training.job import run_training
 
     bucket = create_bucket()
     fsspec.filesystem("s3").put_file(PENGUINS, f"{bucket}/input/penguins.parquet")

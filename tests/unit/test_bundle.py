@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from vae_pipeline.config import DataConfig, PipelineConfig, TrainingConfig
 from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import StorageError
 from vae_pipeline.models.mlp_vae import MLPVAE, MLPVAEConfig, build_model
-from vae_pipeline.training.loop import fit, make_optimizer, tensor_batches
+from vae_pipeline.training.checkpoint import TrainingState
+from vae_pipeline.training.epochs import run_epochs
+from vae_pipeline.training.loop import make_optimizer, tensor_batches
 from vae_pipeline.transforms.table import TableTransform
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,18 +69,17 @@ def fit_tiny_bundle(*, conditional: bool, epochs: int = 5) -> TinyFit:
     )
     torch.manual_seed(0)
     model = build_model(model_config)
-    optimizer = make_optimizer(model, TrainingConfig(learning_rate=1e-2))
-    history = fit(
-        model,
-        optimizer,
-        lambda epoch: tensor_batches(x, c, batch_size=64, generator=torch.Generator().manual_seed(epoch)),
-        None,
-        epochs=epochs,
-        beta=1.0,
-        device="cpu",
-    )
+    training = TrainingConfig(learning_rate=1e-2, beta=1.0, epochs=epochs)
+    optimizer = make_optimizer(model, training)
+
+    def batches(split: str, epoch: int) -> Any:
+        if split == "validation":
+            return []
+        return tensor_batches(x, c, batch_size=64, generator=torch.Generator().manual_seed(epoch))
+
+    history = run_epochs(model, optimizer, TrainingState(0, "k"), training, batches, "cpu", lambda *_: None).metrics
     model.eval()
-    metrics = [{"epoch": h.epoch, "train_loss": h.train_loss} for h in history]
+    metrics = [{"epoch": h["epoch"], "train_loss": h["train_loss"]} for h in history]
     return TinyFit(source, table, transform, model, model_config, metrics)
 
 

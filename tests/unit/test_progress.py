@@ -15,7 +15,7 @@ from vae_pipeline.generation.job import generation_summary
 from vae_pipeline.posterior.job import statistics_summary
 from vae_pipeline.progress import NO_PROGRESS, NullProgress, is_silent, plural
 from vae_pipeline.training.epoch_reports import EpochReports
-from vae_pipeline.training.ray_train import training_summary
+from vae_pipeline.training.job import training_summary
 
 
 class RecordingProgress:

@@ -1,17 +1,19 @@
-"""Sharded generation on Ray, exactly once: actors load the bundle and statistics once, then write shard after shard.
+"""Sharded generation, exactly once: in this process when one suffices, else on Ray actors that write shard after shard.
 
-The driver plans the shards, claims the output (refusing another run's unless overwrite), fans the shards out over
-an actor pool and writes `_manifest.json` last (the protocol is in `output.py`). A worker process that dies is
-restarted and its shard retried; the retried shard has the same seed and so the same bytes. A run that stops
-anyway keeps its finished shards, and `resume` redoes only the missing or damaged ones.
+The driver plans the shards, chooses where they are written (`vae_pipeline.executor`), claims the output (refusing
+another run's unless overwrite), has every shard written by a `ShardWriter` (in this process, or one per Ray actor)
+and writes `_manifest.json` last (the protocol is in `output.py`). A Ray worker process that dies is restarted and
+its shard retried; the retried shard has the same seed and so the same bytes, whichever executor writes it. A run
+that stops anyway keeps its finished shards, and `resume` redoes only the missing or damaged ones; a committed run
+that `resume` finds intact is verified here, without starting Ray.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -19,10 +21,10 @@ import torch
 from ray.util.actor_pool import ActorPool
 
 from vae_pipeline import steps, storage
-from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
+from vae_pipeline.bundle import ModelBundle, default_statistics_url
 from vae_pipeline.config import PipelineConfig, SamplerConfig
-from vae_pipeline.errors import ArtifactMismatchError, ConfigError
 from vae_pipeline.evaluation.store import default_evaluation_url
+from vae_pipeline.executor import Executor, Workload, choose_executor
 from vae_pipeline.generation import output
 from vae_pipeline.generation.lease import OutputLease
 from vae_pipeline.generation.manifest import (
@@ -35,9 +37,15 @@ from vae_pipeline.generation.manifest import (
 )
 from vae_pipeline.generation.plan import ShardSpec, plan_shards
 from vae_pipeline.generation.sampler_choice import resolve_sampler, sampler_json
-from vae_pipeline.generation.worker import ShardGenerator
-from vae_pipeline.generation.writer import ShardRecord, write_shard
-from vae_pipeline.posterior.aggregate import ARRAYS_NAME, JSON_NAME, AggregatePosterior, load_posterior
+from vae_pipeline.generation.shard_writer import (
+    WRITER_THREADS,
+    ShardWriter,
+    load_artifacts,
+    worker_device,
+    writer_threads,
+)
+from vae_pipeline.generation.writer import ShardRecord
+from vae_pipeline.posterior.aggregate import ARRAYS_NAME, JSON_NAME
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
 from vae_pipeline.resources import require_gpus
 from vae_pipeline.runtime import ensure_ray, user_error_in
@@ -46,8 +54,9 @@ from vae_pipeline.samplers.registry import build_sampler
 logger = logging.getLogger(__name__)
 
 ShardCallback = Callable[[ShardRecord], None]
+Payload = dict[str, Any]  # what `ShardWriter.write` returns: the shard's record and whether it was reused
 
-__all__ = ["load_artifacts", "resolve_sampler", "run_generation"]
+__all__ = ["load_artifacts", "resolve_sampler", "run_generation", "worker_device"]
 
 
 def run_generation(
@@ -70,6 +79,30 @@ def run_generation(
         lease.release()
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One generation run, settled before any shard is written."""
+
+    config: PipelineConfig
+    model_url: str
+    statistics_url: str
+    bundle: ModelBundle
+    sampler: SamplerConfig
+    evaluation: dict[str, Any] | None
+    run_id: str
+
+    def writer_args(self) -> tuple[str, str, dict[str, Any], int, str]:
+        """`ShardWriter`'s arguments, plain values that a Ray actor is built from as well."""
+        settings = self.config.generation
+        return (
+            self.model_url,
+            self.statistics_url,
+            sampler_json(self.sampler),
+            settings.decode_batch_rows,
+            settings.device,
+        )
+
+
 def _generate(
     config: PipelineConfig,
     model_url: str | None,
@@ -80,12 +113,77 @@ def _generate(
 ) -> str:
     started = time.perf_counter()
     settings = config.generation
-    progress.start("generate", -(-settings.rows // settings.rows_per_shard), "shards")
+    plan = plan_shards(settings.rows, settings.rows_per_shard, settings.seed)
+    progress.start("generate", len(plan), "shards")
+    run = _settle(config, model_url, statistics_url)
+    committed = read_manifest(settings.output_url)
+    repairing = committed is not None and committed.run_id == run.run_id
+    todo = plan
+    if committed is not None and repairing:
+        # resume checks the checksums, here and once; without it a listing with the recorded sizes suffices
+        damaged = {
+            r.name for r in committed.shards if not output.shard_present(settings.output_url, r, settings.resume)
+        }
+        if not damaged:
+            return _reuse(settings.output_url, committed, settings.resume, progress)
+        todo = [spec for spec in plan if spec.name in damaged]
+        progress.advance(len(plan) - len(todo), "intact")
+
+    def committed_shard(record: ShardRecord) -> None:
+        progress.advance(1, record.name)
+        if on_shard is not None:
+            on_shard(record)
+
+    written = _claim_and_write(run, plan, todo, lease, committed_shard)
+    summary = generation_summary(sum(r.rows for r in written.records), len(written.records), written.seconds)
+    if repairing:  # the commit stands: the rewritten shards have the bytes it lists
+        logger.info("rewrote %d of %d shards of committed run %s", len(todo), len(plan), run.run_id)
+        progress.finish(f"repaired: {len(todo)} of {plural(len(plan), 'shard')} rewritten ({summary})")
+        return manifest_url(settings.output_url)
+    where = {"executor": written.executor, "workers": written.workers}
+    manifest = _manifest(run, written.records, where, time.perf_counter() - started)
+    lease.check()  # a driver whose lease expired and was taken over must not commit
+    url = write_manifest(settings.output_url, manifest)
+    logger.info("wrote %d rows in %d shards to %s", manifest.rows, len(plan), storage.redact_url(settings.output_url))
+    progress.finish(summary)
+    return url
+
+
+@dataclass(frozen=True)
+class _Written:
+    executor: Executor
+    records: list[ShardRecord]  # in shard order
+    workers: list[dict[str, Any]]  # each writer's usage
+    seconds: float
+
+
+def _claim_and_write(
+    run: _Run, plan: list[ShardSpec], todo: list[ShardSpec], lease: OutputLease, on_shard: ShardCallback
+) -> _Written:
+    """Choose where the shards of `todo` are written, claim the output for the run of `plan`, write them."""
+    settings = run.config.generation
+    executor = _choose_executor(run.config, len(todo))
+    claim = output.RunClaim(run_id=run.run_id, shards=len(plan), rows=settings.rows, config=run.config.to_json())
+    if executor == "ray" and settings.use_gpu:  # checked before the claim: a cluster without GPUs leaves no trace
+        ensure_ray(run.config.ray)
+        require_gpus(min(settings.num_workers, len(todo)), run.config.ray.gpu_wait_s, what="generation worker")
+    output.claim_output(settings.output_url, claim, settings.overwrite, settings.resume, lease)
+    writing = time.perf_counter()
+    records, workers = _write_all(todo, executor, run, on_shard)
+    seconds = time.perf_counter() - writing
+    output.remove_strays(settings.output_url, {spec.name for spec in plan})
+    return _Written(executor, records, workers, seconds)
+
+
+def _settle(config: PipelineConfig, model_url: str | None, statistics_url: str | None) -> _Run:
+    """Load the artifacts, choose the sampler (failing fast on one that cannot serve this model), name the run."""
+    settings = config.generation
     model_url = model_url or config.model_url
     statistics_url = statistics_url or default_statistics_url(model_url)
     bundle, posterior = load_artifacts(model_url, statistics_url)
     chosen, evaluation = resolve_sampler(config, model_url, bundle.fingerprint)
-    build_sampler(chosen).fit(posterior)  # fail fast on a sampler that cannot serve this model
+    build_sampler(chosen).fit(posterior)
+    # Where the shards are written is no part of the run's identity: every executor writes the same bytes.
     run_id = generation_run_id(
         bundle_fingerprint=bundle.fingerprint,
         statistics_digest=statistics_digest(statistics_url),
@@ -96,59 +194,46 @@ def _generate(
         batch_rows=settings.decode_batch_rows,
         device=settings.device,
     )
-    output_url = settings.output_url
-    committed = read_manifest(output_url)
-    same_run = committed is not None and committed.run_id == run_id
-    if committed is not None and same_run and not settings.resume and _looks_complete(output_url, committed):
-        logger.info("%s already holds this run (%s); nothing to do", storage.redact_url(output_url), run_id)
-        progress.finish(f"reused: {plural(committed.rows, 'row')} in {plural(len(committed.shards), 'shard')}")
-        return manifest_url(output_url)
-    plan = plan_shards(settings.rows, settings.rows_per_shard, settings.seed)
-    claim = output.RunClaim(run_id=run_id, shards=len(plan), rows=settings.rows, config=config.to_json())
-    if settings.use_gpu:  # checked before the claim, so a cluster without the GPUs leaves the output untouched
-        ensure_ray(config.ray)
-        require_gpus(min(settings.num_workers, len(plan)), config.ray.gpu_wait_s, what="generation worker")
-    output.claim_output(output_url, claim, settings.overwrite, settings.resume, lease)
-    ensure_ray(config.ray)
-    writing = time.perf_counter()
+    return _Run(config, model_url, statistics_url, bundle, chosen, evaluation, run_id)
 
-    def committed_shard(record: ShardRecord) -> None:
-        progress.advance(1, record.name)
-        if on_shard is not None:
-            on_shard(record)
 
-    records, workers = _write_all(plan, config, chosen, model_url, statistics_url, run_id, committed_shard)
-    summary = generation_summary(sum(r.rows for r in records), len(records), time.perf_counter() - writing)
-    output.remove_strays(output_url, {spec.name for spec in plan})
-    if same_run:
-        logger.info("repaired the shards of committed run %s at %s", run_id, storage.redact_url(output_url))
-        progress.finish(f"repaired: {summary}")
-        return manifest_url(output_url)
-    manifest = Manifest(
-        run_id=run_id,
+def _reuse(output_url: str, committed: Manifest, verified: bool, progress: Progress) -> str:
+    """The output already holds this run, whole: nothing to write, no claim, no Ray."""
+    how = "checksums verified" if verified else "sizes checked"
+    logger.info("%s already holds run %s (%s); nothing to do", storage.redact_url(output_url), committed.run_id, how)
+    shards = plural(len(committed.shards), "shard")
+    progress.finish(f"reused: {plural(committed.rows, 'row')} in {shards}" + (f" ({how})" if verified else ""))
+    return manifest_url(output_url)
+
+
+def _choose_executor(config: PipelineConfig, shards: int) -> Executor:
+    settings = config.generation
+    work = Workload("generation", workers=min(settings.num_workers, shards), use_gpu=settings.use_gpu)
+    return choose_executor(settings.executor, config.ray, work)
+
+
+def _manifest(run: _Run, records: list[ShardRecord], where: dict[str, Any], seconds: float) -> Manifest:
+    settings = run.config.generation
+    return Manifest(
+        run_id=run.run_id,
         rows=sum(r.rows for r in records),
         shards=records,
-        schema=schema_json(bundle.transform.schema),
-        bundle_fingerprint=bundle.fingerprint,
-        model_url=model_url,
-        statistics_url=statistics_url,
-        sampler=sampler_json(chosen),
+        schema=schema_json(run.bundle.transform.schema),
+        bundle_fingerprint=run.bundle.fingerprint,
+        model_url=run.model_url,
+        statistics_url=run.statistics_url,
+        sampler=sampler_json(run.sampler),
         seed=settings.seed,
         rows_per_shard=settings.rows_per_shard,
-        config=config.to_json(),
+        config=run.config.to_json(),
         extra={
-            "sampler_requested": config.sampler.name,
-            "evaluation": evaluation,
-            "workers": workers,
-            "seconds": round(time.perf_counter() - started, 3),
-            "history": step_history(model_url, statistics_url),
+            "sampler_requested": run.config.sampler.name,
+            "evaluation": run.evaluation,
+            **where,
+            "seconds": round(seconds, 3),
+            "history": step_history(run.model_url, run.statistics_url),
         },
     )
-    lease.check()  # a driver whose lease expired and was taken over must not commit
-    url = write_manifest(output_url, manifest)
-    logger.info("wrote %d rows in %d shards to %s", manifest.rows, len(records), storage.redact_url(output_url))
-    progress.finish(summary)
-    return url
 
 
 def generation_summary(rows: int, shards: int, seconds: float) -> str:
@@ -162,75 +247,72 @@ def step_history(model_url: str, statistics_url: str) -> list[dict[str, Any]]:
     return steps.history({"train": model_url, "statistics": statistics_url, "evaluate": evaluation_url})
 
 
-def load_artifacts(model_url: str, statistics_url: str) -> tuple[ModelBundle, AggregatePosterior]:
-    """The bundle and its statistics, refusing statistics computed for another model."""
-    bundle = load_bundle(model_url)
-    posterior = load_posterior(statistics_url)
-    if posterior.model_fingerprint != bundle.fingerprint:
-        raise ArtifactMismatchError(
-            f"statistics at {storage.redact_url(statistics_url)} belong to model {posterior.model_fingerprint[:12]}, "
-            f"not {bundle.fingerprint[:12]} at {storage.redact_url(model_url)}; rerun `vae-pipeline stats`"
-        )
-    return bundle, posterior
-
-
 def statistics_digest(statistics_url: str) -> str:
     """A content hash of the stored statistics, so recomputed statistics make a new run."""
     files = (JSON_NAME, ARRAYS_NAME)
     return "".join(storage.sha256_of(storage.join_url(statistics_url, name))[:16] for name in files)
 
 
-def _looks_complete(output_url: str, manifest: Manifest) -> bool:
-    """Every shard the manifest lists is there with its size (checksums are what `resume` verifies)."""
-    return all(output.shard_present(output_url, record, verify=False) for record in manifest.shards)
-
-
 def _write_all(
-    plan: list[ShardSpec],
-    config: PipelineConfig,
-    chosen: SamplerConfig,
-    model_url: str,
-    statistics_url: str,
-    run_id: str,
-    on_shard: ShardCallback | None,
+    todo: list[ShardSpec], executor: Executor, run: _Run, on_shard: ShardCallback
 ) -> tuple[list[ShardRecord], list[dict[str, Any]]]:
-    """Every shard of the plan, done or reused; on failure the finished shards stay for `resume`."""
-    settings = config.generation
-    workers = min(settings.num_workers, len(plan))
-    retries = settings.max_shard_retries
-    remote_actor: Any = GenerationActor  # ray.remote's class has .remote, which type checkers cannot see
-    options = {"max_restarts": retries, "max_task_retries": retries, "num_gpus": 1 if settings.use_gpu else 0}
-    actors = [
-        remote_actor.options(**options).remote(
-            model_url, statistics_url, sampler_json(chosen), settings.decode_batch_rows, settings.device
-        )
-        for _ in range(workers)
-    ]
+    """Every shard of `todo`, written or found done; on failure the finished shards stay for `resume`.
+
+    Returns the records in shard order and each writer's usage (`ShardWriter.usage`).
+    """
+    output_url = run.config.generation.output_url
     records: list[ShardRecord] = []
     reused = 0
+
+    def accept(payload: Payload) -> None:
+        nonlocal reused
+        record = ShardRecord.from_json(payload["record"])
+        reused += payload["reused"]
+        records.append(record)
+        on_shard(record)
+
     try:
-        pool = ActorPool(actors)
-        for payload in pool.map_unordered(
-            lambda actor, spec: actor.write.remote(spec.to_json(), settings.output_url, run_id), plan
-        ):
-            record = ShardRecord.from_json(payload["record"])
-            reused += payload["reused"]
-            records.append(record)
-            if on_shard is not None:
-                on_shard(record)
-        usage = ray.get([actor.usage.remote() for actor in actors])
+        write = _write_here if executor == "local" else _write_on_ray
+        usage = write(todo, run, accept)
     except Exception as exc:
-        _report_stop(settings.output_url, len(records), len(plan))
+        _report_stop(output_url, len(records), len(todo))
         cause = user_error_in(exc)
         if cause is not None:
             raise cause from None
         raise
+    if reused:
+        logger.info("resumed: %d of %d shards were already done and intact", reused, len(todo))
+    return sorted(records, key=lambda r: r.index), usage
+
+
+def _write_here(todo: list[ShardSpec], run: _Run, accept: Callable[[Payload], None]) -> list[dict[str, Any]]:
+    """The local executor: one `ShardWriter` in this process, shard after shard, on the actor's thread count."""
+    with writer_threads():
+        writer = ShardWriter(*run.writer_args())
+        for spec in todo:
+            accept(writer.write(spec.to_json(), run.config.generation.output_url, run.run_id))
+        return [writer.usage()]
+
+
+def _write_on_ray(todo: list[ShardSpec], run: _Run, accept: Callable[[Payload], None]) -> list[dict[str, Any]]:
+    """The Ray executor: a pool of `GenerationActor`s, restarted (and their shard retried) when a process dies."""
+    settings = run.config.generation
+    ensure_ray(run.config.ray)
+    retries = settings.max_shard_retries
+    remote_actor: Any = GenerationActor  # ray.remote's class has .remote, which type checkers cannot see
+    options = {"max_restarts": retries, "max_task_retries": retries, "num_gpus": 1 if settings.use_gpu else 0}
+    workers = min(settings.num_workers, len(todo))
+    actors = [remote_actor.options(**options).remote(*run.writer_args()) for _ in range(workers)]
+    try:
+        pool = ActorPool(actors)
+        for payload in pool.map_unordered(
+            lambda actor, spec: actor.write.remote(spec.to_json(), settings.output_url, run.run_id), todo
+        ):
+            accept(payload)
+        return list(ray.get([actor.usage.remote() for actor in actors]))
     finally:
         for actor in actors:
             ray.kill(actor)
-    if reused:
-        logger.info("resumed: %d of %d shards were already done and intact", reused, len(plan))
-    return sorted(records, key=lambda r: r.index), usage
 
 
 def _report_stop(output_url: str, done: int, planned: int) -> None:
@@ -243,47 +325,18 @@ def _report_stop(output_url: str, done: int, planned: int) -> None:
     )
 
 
-def worker_device(device: str) -> str:
-    """The device a worker decodes on; a GPU that Ray assigned but torch cannot see is an error, not a CPU run."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "generation.use_gpu is true but this worker sees no CUDA device (CUDA_VISIBLE_DEVICES="
-            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}); install the CUDA build of torch on the GPU nodes "
-            "(deploy/Dockerfile VARIANT=cuda) or set generation.use_gpu: false"
-        )
-    return device
-
-
 @ray.remote(num_cpus=1)
 class GenerationActor:
-    """Holds one loaded model, its statistics and a fitted sampler for many shards."""
+    """A `ShardWriter` in its own Ray worker process, on one thread (the actor holds one CPU)."""
 
     def __init__(
         self, model_url: str, statistics_url: str, sampler: dict[str, Any], batch_rows: int, device: str
     ) -> None:
-        torch.set_num_threads(1)
-        bundle, posterior = load_artifacts(model_url, statistics_url)
-        fitted = build_sampler(SamplerConfig.model_validate(sampler)).fit(posterior)
-        self.generator = ShardGenerator(bundle, posterior, fitted, batch_rows, worker_device(device))
-        self.counts: dict[str, Any] = {"pid": os.getpid(), "shards": 0, "rows": 0, "seconds": 0.0}
-        if device == "cuda":
-            self.counts["gpu"] = torch.cuda.get_device_name()
+        torch.set_num_threads(WRITER_THREADS)  # for good: this process is the actor's alone
+        self.writer = ShardWriter(model_url, statistics_url, sampler, batch_rows, device)
 
-    def write(self, spec: dict[str, Any], output_url: str, run_id: str) -> dict[str, Any]:
-        """Write one shard and its record, or reuse it if this run already finished it intact."""
-        shard = ShardSpec(**spec)
-        done = output.done_record(output_url, run_id, shard.name)
-        if done is not None:
-            return {"record": done.to_json(), "reused": True}
-        started = time.perf_counter()
-        record = write_shard(self.generator.generate(shard), output_url, shard.index, shard.name)
-        output.write_record(output_url, run_id, record)
-        self.counts["shards"] += 1
-        self.counts["rows"] += record.rows
-        self.counts["seconds"] += time.perf_counter() - started
-        return {"record": record.to_json(), "reused": False}
+    def write(self, spec: dict[str, Any], output_url: str, run_id: str) -> Payload:
+        return self.writer.write(spec, output_url, run_id)
 
     def usage(self) -> dict[str, Any]:
-        """This worker process's share of the run and its peak resident memory."""
-        seconds = round(float(self.counts["seconds"]), 3)
-        return {**self.counts, "seconds": seconds, "peak_rss_bytes": steps.peak_rss_bytes()}
+        return self.writer.usage()

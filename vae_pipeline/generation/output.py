@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 RUN_FILE = "_run.json"
 RECORDS_DIR = "_shards"
 SHARD_PATTERN = "part-*.parquet"
-# Volatile settings that may differ between an interrupted run and its resumption.
-_VOLATILE_SETTINGS = ("overwrite", "resume", "num_workers", "privacy_guard")
+# Volatile settings that may differ between an interrupted run and its resumption (every executor writes the same
+# bytes, so a run begun on Ray may be finished in-process).
+_VOLATILE_SETTINGS = ("overwrite", "resume", "num_workers", "executor", "privacy_guard")
 
 
 @dataclass(frozen=True)

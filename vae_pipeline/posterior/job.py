@@ -1,8 +1,10 @@
 """The aggregate-posterior statistics job: encode the training rows with the trained encoder, in one pass.
 
-Ray Data streams the input through `SummarizeBatch` actors; each batch becomes a `PosteriorStats` (running sums,
-per-class sums, a bottom-k reservoir) serialised with safetensors; the driver merges them as they arrive (the
-merge is associative, so arrival order does not matter) and finalises the result beside the model bundle. On a
+Each batch of input rows becomes a `PosteriorStats` (running sums, per-class sums, a bottom-k reservoir) and the
+partial statistics are merged (the merge is associative, so arrival order does not matter) and finalised beside the
+model bundle. Where that runs is `statistics.executor` (`vae_pipeline.executor`): in this process, streaming the
+input batch by batch (`summarize_batch`), or on Ray Data, whose `SummarizeBatch` actors run the same function on
+`statistics.num_workers` processes and ship each batch's statistics back serialised with safetensors. On a
 large input each batch ships only its reservoir candidates, the rows under a key bound that the reservoir of all
 rows lies below (checked, with a second pass without the bound if it did not hold).
 """
@@ -23,6 +25,7 @@ from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
 from vae_pipeline.config import DataConfig, PipelineConfig, StatisticsConfig
 from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
+from vae_pipeline.executor import Workload, choose_executor
 from vae_pipeline.posterior.aggregate import JSON_NAME, AggregatePosterior, finalize_posterior, save_posterior
 from vae_pipeline.posterior.stats import PosteriorStats
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
@@ -84,15 +87,18 @@ def _compute(
     """Summarize the training rows, finalize and save the posterior; returns its summary."""
     data = bundle.config.data
     settings = config.statistics
-    ensure_ray(config.ray)
+    local = choose_executor(settings.executor, config.ray, Workload("statistics", settings.num_workers)) == "local"
+    summarize = _summarize_here if local else _summarize
+    if not local:
+        ensure_ray(config.ray)
     rows = source.count_rows()
     progress.start("statistics", rows, "rows")
     train_share = 1.0 - data.validation_fraction - data.holdout_share
     bound = reservoir_key_bound(int(rows * train_share), settings.reservoir_size)
-    total = _summarize(config, bundle, source, model_url, bound, progress)
+    total = summarize(config, bundle, source, model_url, bound, progress)
     if bound is not None and len(total.reservoir_keys) < min(settings.reservoir_size, total.n):
         logger.warning("fewer training rows than expected for the reservoir's key bound; summarizing again without")
-        total = _summarize(config, bundle, source, model_url, None)
+        total = summarize(config, bundle, source, model_url, None)
     if total.n == 0:
         raise DataError("no training rows reached the statistics job; lower data.holdout_fraction")
     posterior = finalize_posterior(
@@ -138,14 +144,48 @@ def _summarize(
         batch_size=settings.batch_rows,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=settings.num_workers),
     )
-    total = PosteriorStats.empty(
-        bundle.model_config.latent_dim, len(bundle.transform.label_classes), settings.reservoir_size
-    )
+    total = _empty_stats(bundle, settings)
     for batch in partials.iter_batches(batch_format="numpy", batch_size=None):
         for blob, rows in zip(batch["stats"], batch["rows"], strict=True):
             total = total.merge(PosteriorStats.from_bytes(blob))
             progress.advance(int(rows))
     return total
+
+
+def _summarize_here(
+    config: PipelineConfig,
+    bundle: ModelBundle,
+    source: TableSource,
+    model_url: str,
+    keys_below: int | None,
+    progress: Progress = NO_PROGRESS,
+) -> PosteriorStats:
+    """Encode every training row in this process, batch by batch, with the bundle already loaded."""
+    settings, data = config.statistics, bundle.config.data
+    total = _empty_stats(bundle, settings)
+    for batch in source.batches(settings.batch_rows):
+        total = total.merge(summarize_batch(bundle, data, settings, pa.Table.from_batches([batch]), keys_below))
+        progress.advance(batch.num_rows)
+    return total
+
+
+def summarize_batch(
+    bundle: ModelBundle, data: DataConfig, settings: StatisticsConfig, batch: pa.Table, keys_below: int | None
+) -> PosteriorStats:
+    """One batch of input rows -> the statistics of its training rows (an empty one when it holds none)."""
+    batch = batch.filter(pa.array(split_codes(batch, data) == Split.TRAIN))
+    stats = _empty_stats(bundle, settings)
+    if batch.num_rows:
+        transform = bundle.transform
+        labels = transform.label_codes(batch) if transform.label_column else None
+        mu, logvar = encode_rows(bundle, batch, labels)
+        stats.update(mu, logvar, row_keys(batch, settings.seed), labels, keys_below=keys_below)
+    return stats
+
+
+def _empty_stats(bundle: ModelBundle, settings: StatisticsConfig) -> PosteriorStats:
+    classes = len(bundle.transform.label_classes)
+    return PosteriorStats.empty(bundle.model_config.latent_dim, classes, settings.reservoir_size)
 
 
 class SummarizeBatch:
@@ -162,15 +202,7 @@ class SummarizeBatch:
 
     def __call__(self, batch: pa.Table) -> dict[str, Any]:
         rows = batch.num_rows  # every input row counts towards progress, training row or not
-        batch = batch.filter(pa.array(split_codes(batch, self.data) == Split.TRAIN))
-        transform = self.bundle.transform
-        stats = PosteriorStats.empty(
-            self.bundle.model_config.latent_dim, len(transform.label_classes), self.settings.reservoir_size
-        )
-        if batch.num_rows:
-            labels = transform.label_codes(batch) if transform.label_column else None
-            mu, logvar = encode_rows(self.bundle, batch, labels)
-            stats.update(mu, logvar, row_keys(batch, self.settings.seed), labels, keys_below=self.keys_below)
+        stats = summarize_batch(self.bundle, self.data, self.settings, batch, self.keys_below)
         return {"stats": np.array([stats.to_bytes()], dtype=object), "rows": np.array([rows], dtype=np.int64)}
 
 

@@ -1,25 +1,33 @@
-"""Per-epoch training checkpoints: model and optimizer tensors in safetensors, the rest in JSON (never pickle).
+"""Training checkpoints: model and optimizer tensors in safetensors, the rest in JSON (never pickle).
 
-A checkpoint is a local directory that Ray Train persists to the run's storage; `load_training_state` reads one
-back when a rerun with the same run name resumes.
+A checkpoint is written to a local directory and copied into the run's `CheckpointStore` on any storage;
+`load_training_state` reads one back when a rerun with the same run name resumes, on either executor.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from vae_pipeline import storage
 from vae_pipeline.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 _MODEL_FILE = "model.safetensors"
 _BEST_FILE = "best.safetensors"  # the weights of the epoch with the lowest validation loss so far
 _OPTIMIZER_FILE = "optimizer.safetensors"
 _STATE_FILE = "state.json"
+_LATEST = "latest.json"  # names the newest complete checkpoint directory
 
 
 @dataclass
@@ -109,3 +117,59 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict[str
         param_id, slot = key.split(".", 1)
         state.setdefault(int(param_id), {})[slot] = tensor
     return {"state": state, "param_groups": groups}
+
+
+def checkpoint_url(model_url: str, run_name: str) -> str:
+    """Where a training run's checkpoints live: `<model_url>/checkpoints/<run_name>`."""
+    return storage.join_url(model_url, "checkpoints", run_name)
+
+
+class CheckpointStore:
+    """A run's checkpoints under one URL on any storage: `epoch-NNNNN/` directories and `latest.json` naming the
+    newest complete one (written after its files, so it is the commit). The previous checkpoint is removed only
+    after the next one is committed. Both executors write here (on Ray, rank 0), so a run resumes on either."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> None:
+        name = f"epoch-{state.epoch:05d}"
+        previous = self._latest()
+        with tempfile.TemporaryDirectory() as directory:
+            save_training_state(directory, model, optimizer, state)
+            for file in sorted(os.listdir(directory)):
+                with open(os.path.join(directory, file), "rb") as handle:
+                    storage.atomic_write(storage.join_url(self.url, name, file), handle.read())
+        storage.write_json(storage.join_url(self.url, _LATEST), {"directory": name, "epoch": state.epoch})
+        if previous is not None and previous != name:
+            storage.remove(storage.join_url(self.url, previous))
+
+    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_key: str) -> TrainingState | None:
+        """The state of the newest checkpoint, loaded into `model` and `optimizer`; None when there is none."""
+        name = self._latest()
+        if name is None:
+            return None
+        with self._downloaded(name) as directory:
+            state = load_training_state(directory, model, optimizer, run_key)
+        logger.warning("resuming from the checkpoint after epoch %d (%s)", state.epoch, storage.redact_url(self.url))
+        return state
+
+    @contextmanager
+    def _downloaded(self, name: str) -> Iterator[str]:
+        with tempfile.TemporaryDirectory() as directory:
+            for url in storage.list_urls(storage.join_url(self.url, name)):
+                with open(os.path.join(directory, url.rstrip("/").rsplit("/", 1)[-1]), "wb") as handle:
+                    handle.write(storage.read_bytes(url))
+            yield directory
+
+    def _latest(self) -> str | None:
+        latest = storage.join_url(self.url, _LATEST)
+        return str(storage.read_json(latest)["directory"]) if storage.exists(latest) else None
+
+    def final(self, *, best: bool) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+        """The newest checkpoint's weights (the best epoch's with `best`, when one was scored) and metrics."""
+        name = self._latest()
+        if name is None:
+            raise ConfigError(f"no training checkpoint at {storage.redact_url(self.url)}; check the worker logs above")
+        with self._downloaded(name) as directory:
+            return load_model_weights(directory, best=best), read_metrics(directory)

@@ -1,4 +1,5 @@
-"""The training loop in plain torch: the same functions run locally and inside each Ray Train worker.
+"""One training pass and one validation pass in plain torch; `epochs.run_epochs` runs them epoch after epoch, in this
+process and inside each Ray Train worker alike.
 
 The device is passed in, never chosen here. The model is called as `model(x, c, beta=beta)`, which returns a
 `LossOutput`: that call goes through DistributedDataParallel's forward when the model is wrapped (the only way DDP
@@ -12,10 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
-from typing import Any, TypedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -39,22 +39,6 @@ class PassMetrics(TypedDict):
     kl: float
     kl_per_dim: list[float]
     rows: int
-
-
-@dataclass
-class EpochMetrics:
-    epoch: int
-    train_loss: float
-    train_recon: float
-    train_kl: float
-    val_loss: float
-    val_recon: float
-    val_kl: float
-    kl_per_dim: list[float]  # validation rows when there are any, else training rows
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class _RowWeightedMeans:
@@ -213,47 +197,3 @@ def tensor_batches(
     for start in range(0, rows, batch_size):
         idx = order[start : start + batch_size]
         yield x[idx], None if c is None else c[idx]
-
-
-def fit(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train_batches: Callable[[int], Iterable[Batch]],
-    val_batches: Callable[[int], Iterable[Batch]] | None,
-    epochs: int,
-    beta: float,
-    device: torch.device | str,
-    on_epoch: Callable[[EpochMetrics], None] | None = None,
-) -> list[EpochMetrics]:
-    """Train for `epochs`; `train_batches(epoch)` and `val_batches(epoch)` give each epoch's batches.
-
-    `on_epoch` sees each epoch's metrics as they come (a place to report or checkpoint). Without validation
-    batches the validation fields are NaN and `kl_per_dim` comes from the training rows.
-    """
-    history: list[EpochMetrics] = []
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        train = train_one_epoch(model, optimizer, train_batches(epoch), beta, device)
-        val = evaluate(model, val_batches(epoch), beta, device) if val_batches is not None else None
-        metrics = _epoch_metrics(epoch, train, val, time.perf_counter() - started)
-        logger.info("epoch %d: train loss %.4f, val loss %.4f", epoch, metrics.train_loss, metrics.val_loss)
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(metrics)
-    return history
-
-
-def _epoch_metrics(epoch: int, train: PassMetrics, val: PassMetrics | None, seconds: float) -> EpochMetrics:
-    nan = float("nan")
-    has_val = val is not None and val["rows"] > 0
-    return EpochMetrics(
-        epoch=epoch,
-        train_loss=train["loss"],
-        train_recon=train["recon"],
-        train_kl=train["kl"],
-        val_loss=val["loss"] if val else nan,
-        val_recon=val["recon"] if val else nan,
-        val_kl=val["kl"] if val else nan,
-        kl_per_dim=val["kl_per_dim"] if val is not None and has_val else train["kl_per_dim"],
-        seconds=seconds,
-    )

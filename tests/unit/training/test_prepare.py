@@ -53,7 +53,7 @@ def test_a_batch_of_only_holdout_rows_encodes_to_empty_arrays(config: PipelineCo
 
 def test_training_refuses_a_process_local_model_url(config: PipelineConfig) -> None:
     from vae_pipeline.errors import ConfigError
-    from vae_pipeline.training.ray_train import run_training
+    from vae_pipeline.training.job import run_training
 
     with pytest.raises(ConfigError, match="memory://"):
         run_training(config.with_overrides({"model_url": "memory://models/penguins"}))
