@@ -35,6 +35,7 @@ from vae_pipeline.console import (
 from vae_pipeline.errors import StorageError, VaePipelineError
 from vae_pipeline.logs import configure_logging, log_context
 from vae_pipeline.progress import NO_PROGRESS, Progress
+from vae_pipeline.rerun import reused_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -133,9 +134,15 @@ def run(
     preflight(pipeline)
     started = time.perf_counter()
     with session(pipeline.model_url, "run", verbose=verbose) as current:
-        from flows.augment import run_augment  # Prefect is imported only when the flow runs, its output diverted
+        reused = reused_run(pipeline)
+        if reused is not None:  # nothing to do: said without starting Prefect's server or Ray
+            for step, summary in reused:
+                current.progress.start(step)
+                current.progress.finish(summary)
+        else:
+            from flows.augment import run_augment  # Prefect is imported only when the flow runs, its output diverted
 
-        run_augment(pipeline.to_json(), current.progress)
+            run_augment(pipeline.to_json(), current.progress)
     print_dataset_summary(console, pipeline.generation.output_url, time.perf_counter() - started)
 
 

@@ -163,6 +163,14 @@ def test_run_generate_and_inspect_from_the_command_line(tmp_path: Path) -> None:
     assert manifest.config["data"]["label_column"] == "species"
     assert "2,000 rows" in result.stdout
 
+    # The same command again: every step is reused, and neither Prefect's server nor Ray is started for it.
+    logs_before = set((tmp_path / "logs").glob("*.log"))
+    rerun = vae_pipeline("run", *result.args[result.args.index("run") + 1 :])
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stdout.count("reused: ") == 4 and "checksums verified" in rerun.stdout
+    (log,) = set((tmp_path / "logs").glob("*.log")) - logs_before
+    assert "ray ready" not in log.read_text() and "prefect" not in log.read_text().lower()
+
     again = vae_pipeline(
         "generate",
         "--model",

@@ -19,8 +19,10 @@ from tests.integration.conftest import QUICK_EVALUATION, TrainedModel, tiny_conf
 from vae_pipeline import steps
 from vae_pipeline.bundle import default_statistics_url, stored_fingerprint
 from vae_pipeline.cli import describe
+from vae_pipeline.config import parse_config
 from vae_pipeline.errors import DataError
 from vae_pipeline.generation.manifest import read_manifest
+from vae_pipeline.rerun import reused_run
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +64,11 @@ def test_a_rerun_on_unchanged_data_reuses_every_step_and_new_data_retrains(ray_i
     assert "true" in str(timings.data).lower()  # every step was reused
     summary = _artifact(second.state_details.flow_run_id, "augmentation-run")
     assert "2,000 in 2 shards" in str(summary.data) and "_manifest.json" in str(summary.data)
+    # What `vae-pipeline run` asks before it starts Prefect: here, every step would be reused.
+    reused = reused_run(parse_config(config))
+    assert reused is not None and [step for step, _ in reused] == ["train", "statistics", "evaluate", "generate"]
+    assert all(summary.startswith("reused: ") for _, summary in reused)
+    assert reused[-1][1] == "reused: 2,000 rows in 2 shards (checksums verified)"
 
     table = pq.read_table(PENGUINS)
     pq.write_table(table.slice(0, table.num_rows - 40), data)  # new data lands at the same URL
@@ -69,6 +76,10 @@ def test_a_rerun_on_unchanged_data_reuses_every_step_and_new_data_retrains(ray_i
     third = augment(config=config, return_state=True)
     assert third.is_completed()
     assert stored_fingerprint(model_url) != fingerprint  # retrained on the new rows
+    assert (
+        reused_run(parse_config({**config, "generation": {**config["generation"], "output_url": str(tmp_path / "x")}}))
+        is None
+    )
 
 
 def test_transient_failures_are_retried_and_user_errors_are_not(

@@ -19,7 +19,7 @@ import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
 from vae_pipeline import steps, storage
-from vae_pipeline.bundle import ModelBundle, default_statistics_url
+from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
 from vae_pipeline.config import DataConfig, EvaluationConfig, PipelineConfig, SamplerConfig
 from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
@@ -77,7 +77,24 @@ def run_evaluation(
     check_schema(bundle, source.schema, data.input_url)
     evaluation_url = default_evaluation_url(model_url)
     report_json = storage.join_url(evaluation_url, REPORT_FILE)
-    key = steps.step_key(
+    key = evaluation_step_key(config, bundle, statistics_url, source, data)
+    reused = _reused(evaluation_url, key)
+    if reused is not None:
+        progress.finish(reused)
+        return report_json
+    with steps.timed() as clock:
+        results = _evaluate(config, bundle, posterior, source, data, evaluation_url, progress)
+    record = steps.finished_record("evaluate", key, steps.file_digest(report_json) or "", clock.seconds)
+    steps.write_record(evaluation_url, record)
+    progress.finish(evaluation_summary(results))
+    return report_json
+
+
+def evaluation_step_key(
+    config: PipelineConfig, bundle: ModelBundle, statistics_url: str, source: TableSource, data: DataConfig
+) -> str:
+    """Everything that decides the report: the model, its statistics, the input files and the settings."""
+    return steps.step_key(
         "evaluate",
         model=bundle.fingerprint,
         statistics=steps.file_digest(storage.join_url(statistics_url, JSON_NAME)),
@@ -86,15 +103,21 @@ def run_evaluation(
         evaluation=config.evaluation.model_dump(mode="json"),
         report=REPORT_FORMAT,
     )
-    if steps.cached_record(evaluation_url, "evaluate", key, steps.file_digest(report_json)) is not None:
-        progress.finish("reused: " + evaluation_summary(storage.read_json(report_json)))
-        return report_json
-    with steps.timed() as clock:
-        results = _evaluate(config, bundle, posterior, source, data, evaluation_url, progress)
-    record = steps.finished_record("evaluate", key, steps.file_digest(report_json) or "", clock.seconds)
-    steps.write_record(evaluation_url, record)
-    progress.finish(evaluation_summary(results))
-    return report_json
+
+
+def reused_evaluation(config: PipelineConfig, model_url: str, statistics_url: str) -> str | None:
+    """`reused: <summary>` when the report under `model_url` scored this model, statistics, input and settings."""
+    bundle = load_bundle(model_url)
+    source = open_source(bundle.config.data)
+    key = evaluation_step_key(config, bundle, statistics_url, source, bundle.config.data)
+    return _reused(default_evaluation_url(model_url), key)
+
+
+def _reused(evaluation_url: str, key: str) -> str | None:
+    report_json = storage.join_url(evaluation_url, REPORT_FILE)
+    if steps.cached_record(evaluation_url, "evaluate", key, steps.file_digest(report_json)) is None:
+        return None
+    return "reused: " + evaluation_summary(storage.read_json(report_json))
 
 
 def _evaluate(

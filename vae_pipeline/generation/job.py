@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 ShardCallback = Callable[[ShardRecord], None]
 Payload = dict[str, Any]  # what `ShardWriter.write` returns: the shard's record and whether it was reused
 
-__all__ = ["load_artifacts", "resolve_sampler", "run_generation", "worker_device"]
+__all__ = ["load_artifacts", "resolve_sampler", "reused_generation", "run_generation", "worker_device"]
 
 
 def run_generation(
@@ -197,13 +197,29 @@ def _settle(config: PipelineConfig, model_url: str | None, statistics_url: str |
     return _Run(config, model_url, statistics_url, bundle, chosen, evaluation, run_id)
 
 
+def reused_generation(config: PipelineConfig, model_url: str, statistics_url: str) -> str | None:
+    """`reused: ...` when the output already holds this run, committed, every shard intact (checksums verified)."""
+    run = _settle(config, model_url, statistics_url)
+    output_url = config.generation.output_url
+    committed = read_manifest(output_url)
+    if committed is None or committed.run_id != run.run_id:
+        return None
+    if not all(output.shard_present(output_url, record, True) for record in committed.shards):
+        return None
+    return _reused_summary(committed, verified=True)
+
+
 def _reuse(output_url: str, committed: Manifest, verified: bool, progress: Progress) -> str:
     """The output already holds this run, whole: nothing to write, no claim, no Ray."""
     how = "checksums verified" if verified else "sizes checked"
     logger.info("%s already holds run %s (%s); nothing to do", storage.redact_url(output_url), committed.run_id, how)
-    shards = plural(len(committed.shards), "shard")
-    progress.finish(f"reused: {plural(committed.rows, 'row')} in {shards}" + (f" ({how})" if verified else ""))
+    progress.finish(_reused_summary(committed, verified))
     return manifest_url(output_url)
+
+
+def _reused_summary(committed: Manifest, verified: bool) -> str:
+    shards = plural(len(committed.shards), "shard")
+    return f"reused: {plural(committed.rows, 'row')} in {shards}" + (" (checksums verified)" if verified else "")
 
 
 def _choose_executor(config: PipelineConfig, shards: int) -> Executor:

@@ -51,17 +51,12 @@ def run_statistics(
     statistics_url = statistics_url or default_statistics_url(model_url)
     bundle = load_bundle(model_url)
     source = open_source(bundle.config.data)
-    settings = config.statistics
-    key = steps.step_key(
-        "statistics",
-        model=bundle.fingerprint,
-        input=steps.input_stamp(source.filesystem, source.files),
-        statistics=settings.model_dump(mode="json", exclude={"num_workers"}),
-    )
-    posterior_json = storage.join_url(statistics_url, JSON_NAME)
-    if steps.cached_record(statistics_url, "statistics", key, steps.file_digest(posterior_json)) is not None:
-        progress.finish("reused: " + statistics_summary(storage.read_json(posterior_json)["summary"]))
+    key = statistics_step_key(config, bundle, source)
+    reused = _reused(statistics_url, key)
+    if reused is not None:
+        progress.finish(reused)
         return statistics_url
+    posterior_json = storage.join_url(statistics_url, JSON_NAME)
     here = NO_PROGRESS if is_client_address(config.ray.address) else progress  # Ray Client: runs on the head node
     with steps.timed() as clock:
         summary = run_as_driver(config.ray, _compute, config, bundle, source, model_url, statistics_url, here)
@@ -69,6 +64,29 @@ def run_statistics(
     steps.write_record(statistics_url, record)
     progress.finish(statistics_summary(summary))
     return statistics_url
+
+
+def statistics_step_key(config: PipelineConfig, bundle: ModelBundle, source: TableSource) -> str:
+    """Everything that decides the statistics: the model, its input files and the statistics settings."""
+    return steps.step_key(
+        "statistics",
+        model=bundle.fingerprint,
+        input=steps.input_stamp(source.filesystem, source.files),
+        statistics=config.statistics.model_dump(mode="json", exclude={"num_workers", "executor"}),
+    )
+
+
+def reused_statistics(config: PipelineConfig, model_url: str, statistics_url: str) -> str | None:
+    """`reused: <summary>` when the statistics at `statistics_url` belong to this model, input and settings."""
+    bundle = load_bundle(model_url)
+    return _reused(statistics_url, statistics_step_key(config, bundle, open_source(bundle.config.data)))
+
+
+def _reused(statistics_url: str, key: str) -> str | None:
+    posterior_json = storage.join_url(statistics_url, JSON_NAME)
+    if steps.cached_record(statistics_url, "statistics", key, steps.file_digest(posterior_json)) is None:
+        return None
+    return "reused: " + statistics_summary(storage.read_json(posterior_json)["summary"])
 
 
 def statistics_summary(summary: dict[str, Any]) -> str:

@@ -42,13 +42,13 @@ def run_training(config: PipelineConfig, progress: Progress = NO_PROGRESS) -> st
             "use a local path or shared storage (s3://, gs://, ...)"
         )
     progress.start("train", config.training.epochs, "epochs")
+    reused = reused_training(config)
+    if reused is not None:
+        progress.finish(reused)
+        return config.model_url
     source = open_source(config.data)
     stamp = steps.input_stamp(source.filesystem, source.files)
     key = training_step_key(config, stamp)
-    cached = steps.cached_record(config.model_url, "train", key, stored_fingerprint(config.model_url))
-    if cached is not None:
-        progress.finish("reused: " + cached.details.get("summary", plural(cached.details.get("epochs", 0), "epoch")))
-        return config.model_url
     # Through Ray Client the work runs on the head node, where this process's console is out of reach.
     here = NO_PROGRESS if is_client_address(config.ray.address) else progress
     with steps.timed() as clock:
@@ -60,6 +60,16 @@ def run_training(config: PipelineConfig, progress: Progress = NO_PROGRESS) -> st
     steps.write_record(config.model_url, record)
     progress.finish(summary)
     return config.model_url
+
+
+def reused_training(config: PipelineConfig) -> str | None:
+    """`reused: <summary>` when the bundle at `model_url` was trained from these input files and settings."""
+    source = open_source(config.data)
+    key = training_step_key(config, steps.input_stamp(source.filesystem, source.files))
+    cached = steps.cached_record(config.model_url, "train", key, stored_fingerprint(config.model_url))
+    if cached is None:
+        return None
+    return "reused: " + cached.details.get("summary", plural(cached.details.get("epochs", 0), "epoch"))
 
 
 def training_summary(metrics: list[dict[str, Any]]) -> str:
