@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from threadpoolctl import threadpool_limits
 
 from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
@@ -27,6 +26,7 @@ from vae_pipeline.evaluation import metrics, privacy
 from vae_pipeline.evaluation.report import ReportInputs, write_report
 from vae_pipeline.evaluation.sampling import RealSample, sample_real_rows
 from vae_pipeline.evaluation.store import REPORT_FILE, REPORT_FORMAT, default_evaluation_url
+from vae_pipeline.executor import one_thread
 from vae_pipeline.generation.job import load_artifacts
 from vae_pipeline.generation.plan import ShardSpec
 from vae_pipeline.generation.worker import ShardGenerator
@@ -148,7 +148,7 @@ def _evaluate(
     # The scored samples are small: one thread per classifier is fastest, and far faster on a busy machine.
     found = candidates(posterior, settings)
     progress.start("evaluate", len(found), "candidates")
-    with threadpool_limits(limits=1):
+    with one_thread():  # torch's decoding too
         for candidate in found:
             table, z = _generate(bundle, posterior, candidate.sampler, settings)
             synthetic[candidate.name], latents[candidate.name] = _frame(transform.scoring_view(table)), z

@@ -25,7 +25,7 @@ from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
 from vae_pipeline.config import DataConfig, PipelineConfig, StatisticsConfig
 from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
-from vae_pipeline.executor import Workload, choose_executor
+from vae_pipeline.executor import Workload, choose_executor, one_thread
 from vae_pipeline.posterior.aggregate import JSON_NAME, AggregatePosterior, finalize_posterior, save_posterior
 from vae_pipeline.posterior.stats import PosteriorStats
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
@@ -181,9 +181,10 @@ def _summarize_here(
     """Encode every training row in this process, batch by batch, with the bundle already loaded."""
     settings, data = config.statistics, bundle.config.data
     total = _empty_stats(bundle, settings)
-    for batch in source.batches(settings.batch_rows):
-        total = total.merge(summarize_batch(bundle, data, settings, pa.Table.from_batches([batch]), keys_below))
-        progress.advance(batch.num_rows)
+    with one_thread():  # as each Ray Data actor runs
+        for batch in source.batches(settings.batch_rows):
+            total = total.merge(summarize_batch(bundle, data, settings, pa.Table.from_batches([batch]), keys_below))
+            progress.advance(batch.num_rows)
     return total
 
 

@@ -19,7 +19,7 @@ from vae_pipeline.bundle import ModelBundle, save_bundle, stored_fingerprint
 from vae_pipeline.config import PipelineConfig
 from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import ConfigError
-from vae_pipeline.executor import Workload, choose_executor
+from vae_pipeline.executor import Workload, choose_executor, one_thread
 from vae_pipeline.models.mlp_vae import MLPVAEConfig, build_model
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
 from vae_pipeline.runtime import is_client_address, run_as_driver
@@ -101,8 +101,9 @@ def _train(
     training = config.training
     work = Workload("training", training.num_workers, encoded_bytes(source.count_rows(), transform), training.use_gpu)
     if choose_executor(training.executor, config.ray, work) == "local":
-        splits = encode_splits(source, transform, config.data)
-        trained = fit_local(config, model_config, splits, run_key, run_name, progress)
+        with one_thread():
+            splits = encode_splits(source, transform, config.data)
+            trained = fit_local(config, model_config, splits, run_key, run_name, progress)
     else:
         from vae_pipeline.training.ray_train import fit_on_ray  # Ray loads only when the step runs there
 
