@@ -19,6 +19,7 @@ from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, load_bundle
 from vae_pipeline.config import SamplerConfig
 from vae_pipeline.errors import ArtifactMismatchError, ConfigError
+from vae_pipeline.executor import one_thread
 from vae_pipeline.generation import output
 from vae_pipeline.generation.plan import ShardSpec
 from vae_pipeline.generation.worker import ShardGenerator
@@ -28,7 +29,7 @@ from vae_pipeline.samplers.registry import build_sampler
 
 # Each writer decodes on one thread: a Ray actor holds one CPU, and the same thread count in-process keeps the
 # floating-point reductions, and so the shards' bytes, the same as the actor's.
-WRITER_THREADS = 1
+WRITER_THREADS = 1  # what executor.one_thread sets
 
 
 class ShardWriter:
@@ -72,13 +73,10 @@ class ShardWriter:
 
 @contextmanager
 def writer_threads() -> Iterator[None]:
-    """Torch on `WRITER_THREADS` threads for the block, then as it was: the driver's own setting is not ours to keep."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(WRITER_THREADS)
-    try:
+    """Torch and BLAS on `WRITER_THREADS` thread(s) for the block, then as they were (the driver's own setting is
+    not ours to keep); numpy's BLAS would otherwise start a thread per core for any matrix product on the way."""
+    with one_thread():
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def load_artifacts(model_url: str, statistics_url: str) -> tuple[ModelBundle, AggregatePosterior]:

@@ -117,16 +117,38 @@ def standard_normal_tensor(
     return torch.randn((rows, dim), generator=torch.Generator(device).manual_seed(seed), device=device)
 
 
-def gaussian_groups(
-    groups: np.ndarray, means: np.ndarray, chols: np.ndarray, scale: float, generator: np.random.Generator
-) -> np.ndarray:
-    """z_i = means[g_i] + scale · chols[g_i] ε_i for each row's group g_i, one matrix product per group.
+def component_factors(chols: np.ndarray, scale: float) -> torch.Tensor:
+    """(K, L, L) float32 `scale · cholᵀ` per component, the right-hand factor `gaussian_mixture` multiplies by."""
+    return torch.from_numpy(np.ascontiguousarray(scale * chols.transpose(0, 2, 1), dtype=np.float32))
 
-    Draws are float32, the output type.
+
+def gaussian_mixture(
+    weights: np.ndarray, means: torch.Tensor, factors: torch.Tensor, n: int, generator: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """n draws z_i = means[g_i] + ε_i factors[g_i] with g_i ~ Categorical(weights): ((n, L) float32, (n,) int64 g).
+
+    The component counts are drawn as Multinomial(n, weights), each component turns its own contiguous block of
+    normals with one product, and a uniform permutation puts the rows in order: given multinomial counts every
+    order is equally likely, which is the law of n independent categorical choices, without a mask, a gather and
+    a scatter per component. The products run in torch, on the worker's one torch thread: numpy's BLAS starts a
+    thread per core for them, and on a machine full of workers those threads made a mixture draw cost more
+    than a decoder pass.
+
+    Args:
+        weights: (K,) float64 component probabilities summing to one.
+        means: (K, L) float32 component centres.
+        factors: (K, L, L) float32 from `component_factors`.
     """
-    eps = standard_normal(generator, groups.shape[0], means.shape[1])
-    z = np.empty_like(eps)
-    for g in range(means.shape[0]):
-        rows = groups == g
-        z[rows] = means[g].astype(np.float32) + scale * (eps[rows] @ chols[g].T.astype(np.float32))
-    return z
+    counts = generator.multinomial(n, weights)  # (K,)
+    eps = standard_normal_tensor(generator, n, means.shape[1])  # (n, L)
+    z = torch.empty_like(eps)
+    start = 0
+    for component in np.flatnonzero(counts).tolist():
+        end = start + int(counts[component])
+        torch.addmm(means[component], eps[start:end], factors[component], out=z[start:end])
+        start = end
+    groups = np.repeat(np.arange(len(counts), dtype=np.int64), counts)  # (n,) in block order
+    if np.count_nonzero(counts) > 1:  # a single component's rows are already in a uniformly random order
+        order = generator.permutation(n)
+        return z.index_select(0, torch.from_numpy(order)).numpy(), groups[order]
+    return z.numpy(), groups

@@ -6,10 +6,11 @@ import logging
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from vae_pipeline.errors import ConfigError
 from vae_pipeline.posterior.aggregate import AggregatePosterior
-from vae_pipeline.samplers.base import LatentSampler, cholesky, gaussian_groups
+from vae_pipeline.samplers.base import LatentSampler, cholesky, component_factors, gaussian_mixture
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ class ConditionalSampler(LatentSampler):
                 "set data.label_column and rerun `vae-pipeline stats`, or pick another sampler"
             )
         self.shares_ = self._shares(posterior)
-        self.means_ = posterior.class_means.copy()
-        self.chols_ = np.stack([cholesky(c) for c in posterior.class_covariances])
+        self.means_ = torch.from_numpy(posterior.class_means.astype(np.float32))  # (C, L)
+        chols = np.stack([cholesky(c) for c in posterior.class_covariances])
+        self.factors_ = component_factors(chols, self.temperature)  # (C, L, L)
 
     def _shares(self, posterior: AggregatePosterior) -> np.ndarray:
         if self.classes is None:
@@ -56,5 +58,4 @@ class ConditionalSampler(LatentSampler):
         return shares / shares.sum()
 
     def _sample(self, n: int, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        classes = generator.choice(self.shares_.shape[0], size=n, p=self.shares_).astype(np.int64)
-        return gaussian_groups(classes, self.means_, self.chols_, self.temperature, generator), classes
+        return gaussian_mixture(self.shares_, self.means_, self.factors_, n, generator)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from vae_pipeline.posterior.aggregate import AggregatePosterior
-from vae_pipeline.samplers.base import LatentSampler, cholesky, standard_normal
+from vae_pipeline.samplers.base import LatentSampler, cholesky, standard_normal_tensor
 
 
 class GaussianSampler(LatentSampler):
@@ -29,11 +30,12 @@ class GaussianSampler(LatentSampler):
         covariance = posterior.covariance
         scale = np.diag(np.sqrt(np.diag(covariance))) if self.diagonal else cholesky(covariance)
         self.scale_ = scale.astype(np.float32)
+        # z = mean + ε (T scale)ᵀ as one torch product: on the worker's torch thread, not numpy's BLAS threads.
+        self.factor_ = torch.from_numpy(np.ascontiguousarray(self.temperature * self.scale_.T))  # (L, L)
 
     def _sample(self, n: int, generator: np.random.Generator) -> tuple[np.ndarray, None]:
-        z = standard_normal(generator, n, self.mean_.shape[0]) @ (self.temperature * self.scale_.T)  # (n, L)
-        z += self.mean_
-        return z, None
+        eps = standard_normal_tensor(generator, n, self.mean_.shape[0])  # (n, L)
+        return torch.addmm(torch.from_numpy(self.mean_), eps, self.factor_).numpy(), None
 
     def _affine_form(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mean_, self.temperature * self.scale_

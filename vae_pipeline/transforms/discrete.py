@@ -29,6 +29,10 @@ ROWS_PER_VALUE = 10
 # Or discrete when every value lies on a grid min + k * step with at most half as many points as rows (0.5-steps,
 # whole numbers, multiples of 25 g): decoding onto the observed grid values never invents a finer value.
 ROWS_PER_GRID_POINT = 2
+# Snapping decoded values: a table of 4 buckets per cut between support values, and at most 4 cuts in a bucket
+# (more clustered supports use a binary search).
+_BUCKETS_PER_CUT = 4
+_MAX_CUTS_PER_BUCKET = 4
 
 
 def numeric_kind(profile: ColumnProfile, config: DataConfig) -> NumericKind:
@@ -125,9 +129,48 @@ class DiscreteColumn(ContinuousColumn):
 
 
 def snap(values: np.ndarray, support: np.ndarray) -> np.ndarray:
-    """Each value replaced by the nearest of the sorted `support` (the lower one on a tie); one binary search."""
+    """Each value replaced by the nearest of the sorted `support` (the lower one on a tie)."""
     cuts = (support[:-1] + support[1:]) / 2.0  # (S - 1,) midpoints between neighbours
-    return np.take(support, np.searchsorted(cuts, values))
+    return np.take(support, cut_rank(cuts, values))
+
+
+def cut_rank(cuts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`np.searchsorted(cuts, values)`, the number of cuts below each value, found through a bucket table.
+
+    A binary search per value costs about 40 ns on decoded values, which come in random order (every step is a
+    mispredicted branch): three discrete columns took longer than all other columns' decoding together. Buckets
+    of equal width over the cuts, with b(x) = floor((x - lo) · scale) monotone in x, give each value its rank up to
+    the few cuts in its own bucket, which whole-array comparisons then count. Exact, NaN included (ranked last);
+    cuts too clustered for a small table are binary-searched as before.
+    """
+    if len(cuts) < 2 or not np.isfinite(cuts[-1] - cuts[0]) or cuts[-1] == cuts[0]:
+        return np.searchsorted(cuts, values)
+    n_buckets = _BUCKETS_PER_CUT * len(cuts)
+    scale = n_buckets / (cuts[-1] - cuts[0])
+    if not np.isfinite(scale):  # cuts closer than the float range can divide
+        return np.searchsorted(cuts, values)
+    cut_buckets = _bucket(cuts, cuts[0], scale, n_buckets)  # (S - 1,) non-decreasing
+    steps = int(np.bincount(cut_buckets).max())
+    if steps > _MAX_CUTS_PER_BUCKET:
+        return np.searchsorted(cuts, values)
+    below = np.searchsorted(cut_buckets, np.arange(n_buckets))  # (n_buckets,) cuts in lower buckets, all below
+    padded = np.append(cuts, np.inf)  # a rank never passes the last cut
+    rank = np.take(below, _bucket(values, cuts[0], scale, n_buckets))
+    for _ in range(steps):  # the cuts of a value's own bucket below it; those of higher buckets lie above it
+        rank += np.take(padded, rank) < values
+    nan = np.isnan(values)
+    if nan.any():
+        rank[nan] = len(cuts)
+    return rank
+
+
+def _bucket(x: np.ndarray, lo: float, scale: float, n_buckets: int) -> np.ndarray:
+    """floor((x - lo) · scale) clipped to [0, n_buckets) (NaN to the last bucket): monotone in x."""
+    position = np.subtract(x, lo, dtype=np.float64)
+    position *= scale
+    np.fmin(position, n_buckets - 1, out=position)
+    np.fmax(position, 0, out=position)
+    return position.astype(np.intp)
 
 
 def _json_number(value: Any) -> int | float:

@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from tests.unit.samplers.synthetic import CLASS_LABELS, synthetic_posterior
 from vae_pipeline.config import SamplerConfig
 from vae_pipeline.errors import ConfigError, NotFittedError
 from vae_pipeline.posterior.aggregate import AggregatePosterior
 from vae_pipeline.samplers import SAMPLERS, build_sampler
-from vae_pipeline.samplers.base import standard_normal
+from vae_pipeline.samplers.base import component_factors, gaussian_mixture, standard_normal
 from vae_pipeline.samplers.conditional import ConditionalSampler
 from vae_pipeline.samplers.empirical import EmpiricalSampler
 from vae_pipeline.samplers.gaussian import GaussianSampler
@@ -92,7 +93,7 @@ def test_negative_n_is_rejected(posterior: AggregatePosterior) -> None:
         PriorSampler().fit(posterior).sample(-1, generator=np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("name", ["prior", "gaussian", "empirical"])
+@pytest.mark.parametrize("name", ["prior", "gaussian", "gmm", "empirical"])
 def test_a_million_rows_of_sixteen_dims_is_fast(name: str) -> None:
     rng = np.random.default_rng(0)
     dim, rows = 16, 10_000
@@ -171,3 +172,54 @@ def test_standard_normal_is_seeded_by_the_generator() -> None:
     np.testing.assert_allclose(np.cov(first.T), np.eye(4), atol=0.03)
     rng = np.random.default_rng(0)
     assert not np.array_equal(standard_normal(rng, 3, 4), standard_normal(rng, 3, 4))
+
+
+# ------------------------------------------------------------------ the mixture draw behind gmm and conditional
+
+WEIGHTS = np.array([0.5, 0.3, 0.15, 0.05])
+CHI2_3DOF_P001 = 16.27  # chi-square quantile, 3 degrees of freedom, p = 0.001
+
+
+def four_components() -> tuple[torch.Tensor, torch.Tensor]:
+    """Component k: centre 10 (k, -k), independent spread 0.5 (k + 1) (temperature 0.5 on chol = (k + 1) I)."""
+    means = torch.tensor([[10.0 * k, -10.0 * k] for k in range(4)])
+    chols = np.stack([(k + 1) * np.eye(2) for k in range(4)])
+    return means, component_factors(chols, 0.5)
+
+
+def test_mixture_components_follow_the_weights_and_their_own_gaussians() -> None:
+    means, factors = four_components()
+    z, groups = gaussian_mixture(WEIGHTS, means, factors, 20_000, np.random.default_rng(0))
+    assert z.shape == (20_000, 2) and z.dtype == np.float32 and groups.dtype == np.int64
+    expected = 20_000 * WEIGHTS
+    assert (((np.bincount(groups, minlength=4) - expected) ** 2) / expected).sum() < CHI2_3DOF_P001
+    for k in range(4):
+        rows = z[groups == k]  # each row's latent comes from its own component
+        np.testing.assert_allclose(rows.mean(axis=0), means[k].numpy(), atol=0.1 * (k + 1))
+        np.testing.assert_allclose(rows.std(axis=0), [0.5 * (k + 1)] * 2, rtol=0.1)
+
+
+def test_mixture_rows_are_in_random_order() -> None:
+    """Blocks per component are permuted: neighbours share a component as often as independent draws would."""
+    means, factors = four_components()
+    _, groups = gaussian_mixture(WEIGHTS, means, factors, 20_000, np.random.default_rng(1))
+    same_as_next = np.mean(groups[1:] == groups[:-1])
+    assert abs(same_as_next - np.sum(WEIGHTS**2)) < 0.02  # 0.365 expected, sd about 0.004
+    assert set(groups[:200].tolist()) == {0, 1, 2, 3}
+
+
+def test_mixture_is_seeded_by_the_generator() -> None:
+    means, factors = four_components()
+    first = gaussian_mixture(WEIGHTS, means, factors, 500, np.random.default_rng(3))
+    again = gaussian_mixture(WEIGHTS, means, factors, 500, np.random.default_rng(3))
+    other = gaussian_mixture(WEIGHTS, means, factors, 500, np.random.default_rng(4))
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7])
+def test_mixture_of_one_component_and_few_rows(rows: int) -> None:
+    means, factors = four_components()
+    z, groups = gaussian_mixture(np.array([0.0, 0.0, 1.0, 0.0]), means, factors, rows, np.random.default_rng(0))
+    assert z.shape == (rows, 2) and groups.tolist() == [2] * rows

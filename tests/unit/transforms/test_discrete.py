@@ -14,7 +14,14 @@ from tests.conftest import REPO
 from vae_pipeline.config import DataConfig
 from vae_pipeline.errors import DataError, NotFittedError
 from vae_pipeline.transforms import CategoricalColumn
-from vae_pipeline.transforms.discrete import DiscreteColumn, grid_points, numeric_decision, numeric_kind, snap
+from vae_pipeline.transforms.discrete import (
+    DiscreteColumn,
+    cut_rank,
+    grid_points,
+    numeric_decision,
+    numeric_kind,
+    snap,
+)
 from vae_pipeline.transforms.profile import ColumnProfile
 
 CONFIG = DataConfig()  # categorical_max_distinct=20, max_categories=1000
@@ -122,6 +129,35 @@ def test_snap_by_hand() -> None:
     values = np.array([-3.0, 0.4, 0.5, 0.6, 2.9, 3.0, 3.1, 100.0])
     np.testing.assert_array_equal(snap(values, support), [0, 0, 0, 1, 1, 1, 5, 5])
     np.testing.assert_array_equal(snap(values, np.array([7.0])), [7.0] * 8)
+
+
+SUPPORTS = {
+    "grid": np.arange(0.0, 300.0, 25.0),
+    "irregular": np.unique(np.round(np.random.default_rng(0).normal(17, 2, 300), 1)),
+    "clustered": np.unique(np.round(np.exp(np.random.default_rng(1).normal(0, 3, 300)), 3)),  # binary search
+    "huge": np.array([-1e308, 0.0, 1e308]),  # near the float limits
+    "two": np.array([1.0, 2.0]),
+    "one": np.array([7.0]),
+}
+
+
+@pytest.mark.parametrize("support", SUPPORTS.values(), ids=SUPPORTS.keys())
+def test_cut_rank_is_the_binary_search(support: np.ndarray) -> None:
+    """The bucket table ranks exactly as np.searchsorted: on every cut, next to it, beyond the ends, NaN, inf."""
+    cuts = (support[:-1] + support[1:]) / 2.0
+    rng = np.random.default_rng(2)
+    values = np.concatenate(
+        [
+            np.interp(rng.uniform(0, len(support) - 1, 5_000), np.arange(len(support)), support),  # in between
+            cuts,
+            np.nextafter(cuts, np.inf),
+            np.nextafter(cuts, -np.inf),
+            support,
+            [np.nan, np.inf, -np.inf, support[0] - 1.0, support[-1] + 1.0],
+        ]
+    )
+    np.testing.assert_array_equal(cut_rank(cuts, values), np.searchsorted(cuts, values))
+    np.testing.assert_array_equal(cut_rank(cuts, values[:0]), np.zeros(0, dtype=np.intp))
 
 
 @pytest.mark.parametrize("arrow_type", [pa.float64(), pa.float32()])
