@@ -368,11 +368,14 @@ def _posterior_summary(url: str) -> dict[str, Any]:
 
 
 def preflight(pipeline: PipelineConfig, *, check_output: bool = True) -> None:
-    """Catch bad input before any Ray or Prefect start-up: the data opens and the output is free."""
+    """Catch bad input before any Ray or Prefect start-up: the data opens, a `local` executor can be one, and the
+    output is free."""
     from vae_pipeline.data import open_source
+    from vae_pipeline.executor import check_local_settings
     from vae_pipeline.generation.output import check_output_free
 
     open_source(pipeline.data)
+    check_local_settings(pipeline)
     if check_output:
         settings = pipeline.generation
         check_output_free(settings.output_url, settings.overwrite, settings.resume, pipeline.to_json())

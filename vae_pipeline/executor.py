@@ -14,9 +14,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from vae_pipeline.config import ExecutorSetting, RayConfig
+from vae_pipeline.config import ExecutorSetting, PipelineConfig, RayConfig
 from vae_pipeline.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,29 @@ def choose_executor(setting: ExecutorSetting, ray: RayConfig, work: Workload) ->
     reason = "asked for" if setting != "auto" else (obstacle[0] if obstacle is not None else "one process suffices")
     logger.info("%s runs %s (%s.executor=%s: %s)", work.step, _where(chosen), work.step, setting, reason)
     return chosen
+
+
+def check_local_settings(config: PipelineConfig) -> None:
+    """Refuse, before any step runs, a step set to `local` whose settings alone rule it out (workers, a cluster).
+
+    What depends on the data (its size in memory) is checked when the step runs.
+    """
+    sections: dict[str, Any] = {
+        "training": config.training,
+        "statistics": config.statistics,
+        "generation": config.generation,
+    }
+    for step, section in sections.items():
+        if section.executor == "local":
+            use_gpu = bool(getattr(section, "use_gpu", False))
+            choose_executor("local", config.ray, Workload(step, _least_workers(step, section), use_gpu=use_gpu))
+
+
+def _least_workers(step: str, section: Any) -> int:
+    """Generation may need fewer workers than asked for (one shard keeps one busy); the other steps use them all."""
+    if step == "generation":
+        return min(section.num_workers, -(-section.rows // section.rows_per_shard))
+    return int(section.num_workers)
 
 
 def _where(executor: Executor) -> str:

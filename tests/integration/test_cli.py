@@ -99,6 +99,29 @@ def test_bad_config_names_the_key(tmp_path: Path, config: dict, fragments: tuple
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("step", "settings", "fragments"),
+    [
+        (
+            "train",
+            {"training": {"executor": "local", "num_workers": 2}},
+            ("training.num_workers is 2", "executor: ray"),
+        ),
+        ("stats", {"statistics": {"executor": "local", "num_workers": 2}}, ("statistics.num_workers is 2",)),
+        ("train", {"training": {"executor": "local"}, "ray": {"address": "127.0.0.1:1"}}, ("ray.address is set",)),
+    ],
+)
+def test_an_impossible_local_executor_is_one_line_and_writes_nothing(
+    tmp_path: Path, step: str, settings: dict, fragments: tuple[str, ...]
+) -> None:
+    path = tmp_path / "config.yaml"
+    model = tmp_path / "model"
+    path.write_text(yaml.safe_dump({"model_url": str(model), "data": {"input_url": PENGUINS}, **settings}))
+    result = vae_pipeline("run", "--config", str(path), "--output", str(tmp_path / "out"))
+    assert_one_line_error(result, 2, "executor is local, but", *fragments)
+    assert not (tmp_path / "out").exists() and not model.exists()  # refused before any step ran
+
+
 @pytest.mark.slow
 def test_statistics_of_another_model_are_refused(trained: TrainedModel, tmp_path: Path) -> None:
     bundle = load_bundle(trained.model_url)
