@@ -35,7 +35,8 @@ def test_defaults() -> None:
     assert config.data.input_url == "data/penguins.parquet"
     assert config.data.label_column is None
     assert config.model == ModelConfig(latent_dim=16, hidden_dims=[256, 256], conditional=False)
-    assert (config.training.epochs, config.training.batch_size, config.training.seed) == (30, 500, 0)
+    assert (config.training.epochs, config.training.batch_size, config.training.seed) == (30, None, 0)
+    assert config.training.executor == config.statistics.executor == config.generation.executor == "auto"
     assert config.sampler.name == "auto" and config.sampler.classes is None
     assert (config.generation.rows, config.generation.rows_per_shard, config.generation.overwrite) == (
         10_000,
