@@ -17,8 +17,12 @@ REPO = Path(__file__).resolve().parent.parent
 PENGUINS = str(REPO / "data" / "penguins.parquet")
 
 # Keep Prefect's ephemeral API and state out of the user's home, and quiet. Prefect creates its home without
-# parents, so a fresh clone (no out/ yet) needs the folder made here.
-PREFECT_HOME = Path(os.environ.setdefault("PREFECT_HOME", str(REPO / "out" / ".prefect-test")))
+# parents, so a fresh clone (no out/ yet) needs the folder made here. `make test` runs two pytest-xdist workers:
+# each gets a home of its own (its own SQLite database), since two ephemeral servers on one database lock it.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+PREFECT_HOME = Path(
+    os.environ.setdefault("PREFECT_HOME", str(REPO / "out" / f".prefect-test{_WORKER and '-' + _WORKER}"))
+)
 PREFECT_HOME.mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")

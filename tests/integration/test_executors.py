@@ -31,16 +31,16 @@ def test_statistics_are_identical_on_both_executors(trained: TrainedModel, tmp_p
 def test_training_metrics_agree_on_both_executors(ray_instance: None, tmp_path: Path) -> None:
     metrics = {}
     for executor in ("local", "ray"):
-        config = tiny_config(tmp_path / executor, training={"epochs": 12, "executor": executor})
+        config = tiny_config(tmp_path / executor, training={"epochs": 8, "executor": executor})
         metrics[executor] = load_bundle(run_training(config)).metrics
     here, on_ray = metrics["local"], metrics["ray"]
-    assert [m["epoch"] for m in here] == [m["epoch"] for m in on_ray] == list(range(1, 13))
+    assert [m["epoch"] for m in here] == [m["epoch"] for m in on_ray] == list(range(1, 9))
     # Same model, data, seed and batch size; only the shuffles differ (a random permutation here, Ray Data's
     # local shuffle buffer there), so the curves track each other epoch by epoch (within 3% over the first six
     # epochs here) and then drift apart as any two shuffles do.
     for ours, theirs in zip(here[:6], on_ray[:6], strict=True):
         assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=0.05), ours["epoch"]
-    assert here[-1]["val_loss"] < 0.8 * here[0]["val_loss"] and on_ray[-1]["val_loss"] < 0.8 * on_ray[0]["val_loss"]
+    assert here[-1]["val_loss"] < 0.85 * here[0]["val_loss"] and on_ray[-1]["val_loss"] < 0.85 * on_ray[0]["val_loss"]
 
 
 def test_an_interrupted_local_run_resumes_where_it_stopped(tmp_path: Path) -> None:
