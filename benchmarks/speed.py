@@ -11,7 +11,8 @@ Per table (`--tables`):
 
 On fars10 (10 columns of fars, 100,968 rows, label INJURY_SEVERITY):
 
-  generation   rows/s into Parquet per sampler, 1 and 2 workers (`generation.executor: ray`), against this model's
+  generation   rows/s into Parquet per sampler, 1 and 2 workers (`generation.executor: auto`: one worker writes in
+               this process, two are Ray actors), against this model's
                ceiling (decoder forward + Parquet encoding, benchmarks/generation.py) and TVAE's `sample()`
   statistics   the statistics job over `--stat-rows` rows (fars10 drawn with replacement), executor local and ray
 
@@ -336,7 +337,8 @@ def generation_config(root: Path, source: Path, sampler: str, workers: int, args
                 "rows": args.gen_rows,
                 "rows_per_shard": args.rows_per_shard,
                 "num_workers": workers,
-                "executor": "ray",
+                # What a user gets: one worker writes in-process (auto), two are Ray actors.
+                "executor": "auto",
                 "output_url": str(root / f"synthetic-{sampler}-{workers}w"),
                 "seed": args.seed,
                 "overwrite": True,
