@@ -38,10 +38,6 @@ class EncodedSplits:
 
     tensors: dict[SplitName, tuple[torch.Tensor, torch.Tensor | None]]
 
-    @property
-    def nbytes(self) -> int:
-        return sum(x.nbytes + (0 if c is None else c.nbytes) for x, c in self.tensors.values())
-
 
 def encoded_bytes(rows: int, transform: TableTransform) -> int:
     """What `encode_splits` will hold for a table of `rows` rows: float32 features and conditions."""
