@@ -92,6 +92,14 @@ def cached_record(url: str, step: str, key: str, artifact: str | None) -> StepRe
     return record
 
 
+def reused_json(url: str, step: str, key: str, artifact_url: str) -> Any | None:
+    """The JSON artifact at `artifact_url` when `step`'s record under `url` has this key and still names that
+    artifact's content; None when the step has work to do."""
+    if cached_record(url, step, key, file_digest(artifact_url)) is None:
+        return None
+    return storage.read_json(artifact_url)
+
+
 def file_digest(url: str) -> str | None:
     """A small artifact file's sha256, or None when it is missing: what a record of a JSON artifact checks."""
     return storage.sha256_of(url) if storage.exists(url) else None

@@ -114,10 +114,8 @@ def reused_evaluation(config: PipelineConfig, model_url: str, statistics_url: st
 
 
 def _reused(evaluation_url: str, key: str) -> str | None:
-    report_json = storage.join_url(evaluation_url, REPORT_FILE)
-    if steps.cached_record(evaluation_url, "evaluate", key, steps.file_digest(report_json)) is None:
-        return None
-    return "reused: " + evaluation_summary(storage.read_json(report_json))
+    found = steps.reused_json(evaluation_url, "evaluate", key, storage.join_url(evaluation_url, REPORT_FILE))
+    return None if found is None else "reused: " + evaluation_summary(found)
 
 
 def _evaluate(

@@ -83,10 +83,8 @@ def reused_statistics(config: PipelineConfig, model_url: str, statistics_url: st
 
 
 def _reused(statistics_url: str, key: str) -> str | None:
-    posterior_json = storage.join_url(statistics_url, JSON_NAME)
-    if steps.cached_record(statistics_url, "statistics", key, steps.file_digest(posterior_json)) is None:
-        return None
-    return "reused: " + statistics_summary(storage.read_json(posterior_json)["summary"])
+    found = steps.reused_json(statistics_url, "statistics", key, storage.join_url(statistics_url, JSON_NAME))
+    return None if found is None else "reused: " + statistics_summary(found["summary"])
 
 
 def statistics_summary(summary: dict[str, Any]) -> str:
