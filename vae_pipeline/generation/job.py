@@ -24,7 +24,7 @@ from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url
 from vae_pipeline.config import PipelineConfig, SamplerConfig
 from vae_pipeline.evaluation.store import default_evaluation_url
-from vae_pipeline.executor import Executor, Workload, choose_executor
+from vae_pipeline.executor import Executor, Workload, choose_executor, one_thread
 from vae_pipeline.generation import output
 from vae_pipeline.generation.lease import OutputLease
 from vae_pipeline.generation.manifest import (
@@ -42,7 +42,6 @@ from vae_pipeline.generation.shard_writer import (
     ShardWriter,
     load_artifacts,
     worker_device,
-    writer_threads,
 )
 from vae_pipeline.generation.writer import ShardRecord
 from vae_pipeline.posterior.aggregate import ARRAYS_NAME, JSON_NAME
@@ -303,7 +302,7 @@ def _write_all(
 
 def _write_here(todo: list[ShardSpec], run: _Run, accept: Callable[[Payload], None]) -> list[dict[str, Any]]:
     """The local executor: one `ShardWriter` in this process, shard after shard, on the actor's thread count."""
-    with writer_threads():
+    with one_thread():
         writer = ShardWriter(*run.writer_args())
         for spec in todo:
             accept(writer.write(spec.to_json(), run.config.generation.output_url, run.run_id))

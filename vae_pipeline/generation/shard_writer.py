@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,7 +17,6 @@ from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, load_bundle
 from vae_pipeline.config import SamplerConfig
 from vae_pipeline.errors import ArtifactMismatchError, ConfigError
-from vae_pipeline.executor import one_thread
 from vae_pipeline.generation import output
 from vae_pipeline.generation.plan import ShardSpec
 from vae_pipeline.generation.worker import ShardGenerator
@@ -29,7 +26,7 @@ from vae_pipeline.samplers.registry import build_sampler
 
 # Each writer decodes on one thread: a Ray actor holds one CPU, and the same thread count in-process keeps the
 # floating-point reductions, and so the shards' bytes, the same as the actor's.
-WRITER_THREADS = 1  # what executor.one_thread sets
+WRITER_THREADS = 1  # what executor.one_thread sets for the local executor's writer
 
 
 class ShardWriter:
@@ -69,14 +66,6 @@ class ShardWriter:
         """This writer's share of the run and its process's peak resident memory."""
         seconds = round(float(self.counts["seconds"]), 3)
         return {**self.counts, "seconds": seconds, "peak_rss_bytes": steps.peak_rss_bytes()}
-
-
-@contextmanager
-def writer_threads() -> Iterator[None]:
-    """Torch and BLAS on `WRITER_THREADS` thread(s) for the block, then as they were (the driver's own setting is
-    not ours to keep); numpy's BLAS would otherwise start a thread per core for any matrix product on the way."""
-    with one_thread():
-        yield
 
 
 def load_artifacts(model_url: str, statistics_url: str) -> tuple[ModelBundle, AggregatePosterior]:

@@ -42,13 +42,13 @@ def run_training(config: PipelineConfig, progress: Progress = NO_PROGRESS) -> st
             "use a local path or shared storage (s3://, gs://, ...)"
         )
     progress.start("train", config.training.epochs, "epochs")
-    reused = reused_training(config)
-    if reused is not None:
-        progress.finish(reused)
-        return config.model_url
     source = open_source(config.data)
     stamp = steps.input_stamp(source.filesystem, source.files)
     key = training_step_key(config, stamp)
+    reused = _reused(config.model_url, key)
+    if reused is not None:
+        progress.finish(reused)
+        return config.model_url
     # Through Ray Client the work runs on the head node, where this process's console is out of reach.
     here = NO_PROGRESS if is_client_address(config.ray.address) else progress
     with steps.timed() as clock:
@@ -65,8 +65,11 @@ def run_training(config: PipelineConfig, progress: Progress = NO_PROGRESS) -> st
 def reused_training(config: PipelineConfig) -> str | None:
     """`reused: <summary>` when the bundle at `model_url` was trained from these input files and settings."""
     source = open_source(config.data)
-    key = training_step_key(config, steps.input_stamp(source.filesystem, source.files))
-    cached = steps.cached_record(config.model_url, "train", key, stored_fingerprint(config.model_url))
+    return _reused(config.model_url, training_step_key(config, steps.input_stamp(source.filesystem, source.files)))
+
+
+def _reused(model_url: str, key: str) -> str | None:
+    cached = steps.cached_record(model_url, "train", key, stored_fingerprint(model_url))
     if cached is None:
         return None
     return "reused: " + cached.details.get("summary", plural(cached.details.get("epochs", 0), "epoch"))

@@ -15,10 +15,10 @@ from tests.unit.generation.test_worker import fit_everything
 from vae_pipeline.bundle import default_statistics_url
 from vae_pipeline.config import PipelineConfig
 from vae_pipeline.errors import ConfigError
+from vae_pipeline.executor import one_thread
 from vae_pipeline.generation import job
 from vae_pipeline.generation.manifest import read_manifest
 from vae_pipeline.generation.output import RECORDS_DIR, read_claim
-from vae_pipeline.generation.shard_writer import writer_threads
 from vae_pipeline.posterior.aggregate import save_posterior
 
 ROWS, ROWS_PER_SHARD = 300, 150  # two shards
@@ -141,7 +141,7 @@ def test_an_explicit_local_executor_with_two_workers_for_two_shards_is_refused_u
 
 def test_the_writer_threads_are_given_back() -> None:
     threads = torch.get_num_threads()
-    with writer_threads():
+    with one_thread():  # what the local executor's writer runs under
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == threads
 
