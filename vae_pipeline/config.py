@@ -93,9 +93,24 @@ def _refuse_secrets(options: dict[str, Any], prefix: str) -> None:
 
 
 class ModelConfig(_Frozen):
+    # auto: `conv` when the table has an image column, else `mlp` (models/registry.py).
+    architecture: Literal["auto", "mlp", "conv"] = "auto"
     latent_dim: int = Field(16, ge=1)
     hidden_dims: list[int] = Field(default_factory=lambda: [256, 256])
     conditional: bool = Field(False, description="condition encoder and decoder on the label column (a CVAE)")
+    # The conv VAE: output channels of each stride-2 encoder block (the decoder mirrors them), and the pixel
+    # likelihood. `bernoulli` (BCE on [0, 1] pixels) is the classic choice for digits and clothes;
+    # `continuous_bernoulli` (Loaiza-Ganem & Cunningham 2019) is its normalised form for non-binary pixels;
+    # `gaussian` has one learned scale per channel.
+    conv_channels: list[int] = Field(default_factory=lambda: [32, 64])
+    pixel_likelihood: Literal["bernoulli", "continuous_bernoulli", "gaussian"] = "bernoulli"
+
+    @field_validator("conv_channels")
+    @classmethod
+    def _channels(cls, value: list[int]) -> list[int]:
+        if not value or any(width < 1 for width in value):
+            raise ValueError("conv_channels needs at least one positive width, e.g. [32, 64]")
+        return value
 
     @field_validator("hidden_dims")
     @classmethod
