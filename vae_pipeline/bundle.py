@@ -22,7 +22,8 @@ from safetensors.torch import save as save_tensors
 from vae_pipeline import storage
 from vae_pipeline.config import PipelineConfig, parse_config
 from vae_pipeline.errors import StorageError
-from vae_pipeline.models.mlp_vae import MLPVAE, MLPVAEConfig, build_model
+from vae_pipeline.models.base import VAE, ModelShape
+from vae_pipeline.models.registry import build, shape_from_json
 from vae_pipeline.transforms.table import TableTransform
 
 BUNDLE_FORMAT = "vae-pipeline/bundle/v1"
@@ -40,8 +41,8 @@ def default_statistics_url(model_url: str) -> str:
 class ModelBundle:
     """A trained model with its transform and the config that produced it."""
 
-    model: MLPVAE
-    model_config: MLPVAEConfig
+    model: VAE
+    model_config: ModelShape
     transform: TableTransform
     config: PipelineConfig
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -57,8 +58,9 @@ class ModelBundle:
             },
             "label_column": self.transform.label_column,
             "conditional": self.transform.conditional,
+            "architecture": self.model_config.architecture,
             "latent_dim": self.model_config.latent_dim,
-            "hidden_dims": list(self.model_config.hidden_dims),
+            "hidden_dims": list(getattr(self.model_config, "hidden_dims", [])),
             "data_dim": self.model_config.data_dim,
             "epochs_trained": len(self.metrics),
             "final_metrics": {k: v for k, v in last.items() if not isinstance(v, list)},
@@ -79,8 +81,8 @@ def fingerprint_of(weights: bytes, model_config: dict[str, Any], transform_state
 
 def save_bundle(
     url: str,
-    model: MLPVAE,
-    model_config: MLPVAEConfig,
+    model: VAE,
+    model_config: ModelShape,
     transform: TableTransform,
     config: PipelineConfig,
     metrics: list[dict[str, Any]],
@@ -93,6 +95,7 @@ def save_bundle(
     meta = {
         "format": BUNDLE_FORMAT,
         "fingerprint": fingerprint,
+        "architecture": model_config.architecture,
         "model_config": model_config.to_json(),
         "transform": transform_state,
         "config": config.to_json(),
@@ -126,8 +129,8 @@ def load_bundle(url: str) -> ModelBundle:
     weights = storage.read_bytes(storage.join_url(url, WEIGHTS_FILE))
     if fingerprint_of(weights, meta["model_config"], meta["transform"]) != meta["fingerprint"]:
         raise StorageError(f"bundle at {storage.redact_url(url)} is damaged: its weights do not match its fingerprint")
-    model_config = MLPVAEConfig.from_json(meta["model_config"])
-    model = build_model(model_config)
+    model_config = shape_from_json(meta["model_config"])
+    model = build(model_config)
     model.load_state_dict(load_tensors(weights))
     model.eval()
     transform = TableTransform.from_state_dict(meta["transform"])

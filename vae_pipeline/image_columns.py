@@ -8,15 +8,18 @@ built with `ExtensionArray.from_storage` over a `FixedSizeListArray` in (C, H, W
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import numpy as np
 import pyarrow as pa
 
 from vae_pipeline.errors import DataError
 
 DIM_NAMES = ["C", "H", "W"]
-IMAGE_VALUE_TYPES = (pa.uint8(), pa.float32())
+UINT8 = pa.uint8()
+IMAGE_VALUE_TYPES = (UINT8, pa.float32())
 
-ArrayLike = pa.Array | pa.ChunkedArray
+ArrayLike: TypeAlias = pa.Array | pa.ChunkedArray
 
 
 def is_image_type(arrow_type: pa.DataType) -> bool:
@@ -32,7 +35,7 @@ def image_shape(arrow_type: pa.DataType) -> tuple[int, int, int]:
     return channels, height, width
 
 
-def image_type(shape: tuple[int, int, int], value_type: pa.DataType = pa.uint8()) -> pa.FixedShapeTensorType:
+def image_type(shape: tuple[int, int, int], value_type: pa.DataType = UINT8) -> pa.FixedShapeTensorType:
     """The canonical type of a (C, H, W) image column of uint8 or float32 values."""
     if value_type not in IMAGE_VALUE_TYPES:
         raise DataError(f"image values must be uint8 or float32, not {value_type}; cast the images first")
@@ -62,7 +65,7 @@ def image_values(array: ArrayLike, column: str = "image") -> np.ndarray:
     chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
     parts = [_chunk_values(chunk, shape) for chunk in chunks]
     if not parts:
-        return np.empty((0, *shape), dtype=array.type.value_type.to_pandas_dtype())
+        return np.empty((0, *shape), dtype=np.dtype(array.type.value_type.to_pandas_dtype()))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -75,3 +78,14 @@ def _chunk_values(chunk: pa.Array, shape: tuple[int, int, int]) -> np.ndarray:
 def image_columns(schema: pa.Schema) -> list[str]:
     """The names of the image columns of a schema, in order."""
     return [field.name for field in schema if is_image_type(field.type)]
+
+
+def pixel_range(array: ArrayLike, column: str) -> tuple[float, float]:
+    """(min, max) pixel of a batch of images, refusing NaN and infinity (no pixel value to become)."""
+    values = image_values(array, column)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).reshape(len(values), -1).any(axis=1).sum())
+        raise DataError(f"image column '{column}' has {bad} images with NaN or infinite pixels; fix or drop those rows")
+    if not values.size:
+        return np.inf, -np.inf
+    return float(values.min()), float(values.max())

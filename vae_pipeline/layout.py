@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-SpanKind = Literal["gaussian", "softmax", "bernoulli"]
+SpanKind = Literal["gaussian", "softmax", "bernoulli", "image"]
 
 
 @dataclass(frozen=True)

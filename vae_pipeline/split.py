@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vae_pipeline.config import DataConfig
+from vae_pipeline.image_columns import image_values, is_image_type
 
 _TWO_64 = float(2**64)
 
@@ -66,6 +67,8 @@ def _canonical(column: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
     (pandas' own hashing of nullable Arrow integers fills nulls with a batch-dependent value.)
     """
     kind = column.type
+    if is_image_type(kind):
+        return [_image_words(column)]
     if pa.types.is_dictionary(kind):
         column, kind = column.cast(kind.value_type), kind.value_type
     if pa.types.is_temporal(kind):
@@ -84,6 +87,20 @@ def _canonical(column: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
         return [np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)]
     as_text = pc.fill_null(column.cast(pa.string()), "\x00<null>")
     return [np.asarray(as_text.to_numpy(zero_copy_only=False), dtype=object)]
+
+
+def _image_words(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """(B,) uint64 per image from its pixel bytes: the bytes as 64-bit words, folded as `row_keys` folds columns."""
+    pixels = image_values(column)
+    raw = np.ascontiguousarray(pixels).reshape(len(pixels), -1).view(np.uint8)
+    padded = np.zeros((len(raw), -(-raw.shape[1] // 8) * 8), dtype=np.uint8)
+    padded[:, : raw.shape[1]] = raw
+    words = padded.view(np.uint64)  # (B, K)
+    folded = np.zeros(len(raw), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(words.shape[1]):
+            folded = (folded * np.uint64(1_000_003)) ^ words[:, k]
+    return folded
 
 
 def split_codes(data: pa.RecordBatch | pa.Table, config: DataConfig) -> np.ndarray:

@@ -19,6 +19,7 @@ import torch
 
 from vae_pipeline.bundle import ModelBundle
 from vae_pipeline.generation.plan import ShardSpec
+from vae_pipeline.models.base import FeatureMajorDecoder, LatentAffineFoldable
 from vae_pipeline.posterior.aggregate import AggregatePosterior
 from vae_pipeline.samplers.base import LatentSampler, standard_normal_tensor
 
@@ -43,14 +44,19 @@ class ShardGenerator:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        # A single-Gaussian sampler is folded into the decoder, which then decodes the normal draws directly.
-        form = self.sampler.affine_form()
+        # A single-Gaussian sampler is folded into the decoder, which then decodes the normal draws directly, when
+        # the model can fold it (an optional capability: models/base.py).
         model = self.bundle.model
+        form = self.sampler.affine_form() if isinstance(model, LatentAffineFoldable) else None
         self._fused = form is not None
         self._device = torch.device(self.device)
         self._on_host = self._device.type == "cpu"
-        decoder = model if form is None else model.with_latent_affine(*map(torch.from_numpy, form))
+        decoder = model
+        if form is not None:
+            assert isinstance(model, LatentAffineFoldable)
+            decoder = model.with_latent_affine(*map(torch.from_numpy, form))
         self._decoder = decoder.to(self._device)
+        self._feature_major = isinstance(decoder, FeatureMajorDecoder)
         self._buffer = torch.empty(0)
 
     def generate(self, spec: ShardSpec) -> pa.Table:
@@ -75,7 +81,7 @@ class ShardGenerator:
         decode_rng: np.random.Generator,
     ) -> pa.Table:
         """Decode batch by batch into one feature-major buffer, then inverse-transform it in one call."""
-        transform, model = self.bundle.transform, self._decoder
+        transform = self.bundle.transform
         if self._buffer.shape[1:] < (rows,):
             # Pinned host memory for a GPU: its copies into the buffer then run at full bus speed.
             self._buffer = torch.empty((transform.output_dim, rows), pin_memory=not self._on_host)
@@ -90,15 +96,24 @@ class ShardGenerator:
                 labels[offset : offset + batch] = classes
                 condition = torch.from_numpy(transform.condition(classes)).to(self._device)
             with torch.inference_mode():
-                raw_t = model.decode_feature_major(z, condition)  # (D, B)
-                rows_out = vector[:, offset : offset + batch]
-                if self._on_host:
-                    model.sample_feature_major(raw_t, output_generator, out=rows_out)
-                else:
-                    rows_out.copy_(model.sample_feature_major(raw_t, output_generator))  # waits for the GPU
+                self._decode_into(vector[:, offset : offset + batch], z, condition, output_generator)
             offset += batch
         # (R, D) column-major: each transform column reads contiguous memory.
         return transform.inverse_transform(vector.numpy().T, labels=labels, row_offset=row_offset, rng=decode_rng)
+
+    def _decode_into(
+        self, rows_out: torch.Tensor, z: torch.Tensor, condition: torch.Tensor | None, generator: torch.Generator
+    ) -> None:
+        """Decode (B, L) latents into the (D, B) slice of the host buffer."""
+        model = self._decoder
+        if not isinstance(model, FeatureMajorDecoder):  # e.g. the conv VAE: row-major, transposed once
+            rows_out.copy_(model.generate(z, condition, generator).T)  # waits for a GPU
+            return
+        raw_t = model.decode_feature_major(z, condition)  # (D, B)
+        if self._on_host:
+            model.sample_feature_major(raw_t, generator, out=rows_out)
+        else:
+            rows_out.copy_(model.sample_feature_major(raw_t, generator))  # waits for the GPU
 
     def _latents(self, rows: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray | None]:
         """What the decoder reads, on its device: the sampler's latents, or for a folded sampler its normal draws."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +24,9 @@ from torch import Tensor, nn
 from vae_pipeline.config import ModelConfig
 from vae_pipeline.errors import ConfigError
 from vae_pipeline.layout import Span
+from vae_pipeline.models.base import VAE
 from vae_pipeline.models.losses import LossOutput, SpanIndex, elbo_terms, kl_per_dim, reconstruction_nll
+from vae_pipeline.models.span_draws import draw_feature_major, grouped_slots
 
 __all__ = ["MLPVAE", "LossOutput", "MLPVAEConfig", "build_model"]
 
@@ -35,6 +37,8 @@ LOG_SIGMA_INIT = math.log(0.1)  # gaussian slots hold values in [-1, 1]; start w
 @dataclass
 class MLPVAEConfig:
     """Everything needed to rebuild the model; stored next to its weights."""
+
+    architecture: ClassVar[str] = "mlp"
 
     data_dim: int
     latent_dim: int
@@ -109,7 +113,7 @@ class Decoder(nn.Module):
         return self.head(self.body(zc))  # (B, D)
 
 
-class MLPVAE(nn.Module):
+class MLPVAE(VAE):
     """A VAE (or CVAE when `condition_dim > 0`) whose likelihood follows the data vector's span layout."""
 
     log_sigma: Tensor
@@ -122,11 +126,8 @@ class MLPVAE(nn.Module):
         self.span_index = SpanIndex(config.spans, config.data_dim)
         # Generation works on the output rows grouped by likelihood: gaussian slots, softmax groups by width (as
         # `softmax_groups` lists them), null indicators, then any slots outside every span.
-        grouped = [*self.span_index.index("gaussian_idx").tolist()]
-        grouped += [slot for idx, _ in self.span_index.softmax_groups() for slot in idx.reshape(-1).tolist()]
-        grouped += self.span_index.index("bernoulli_idx").tolist()
-        grouped += sorted(set(range(config.data_dim)) - set(grouped))
-        self.register_buffer("grouped_order", torch.tensor(grouped, dtype=torch.long), persistent=False)
+        grouped = grouped_slots(self.span_index)
+        self.register_buffer("grouped_order", grouped, persistent=False)
         self.register_buffer("original_order", torch.argsort(self.grouped_order), persistent=False)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
@@ -238,51 +239,14 @@ class MLPVAE(nn.Module):
             generator: every draw comes from it.
             out: (D, B) tensor to write into, e.g. a slice of a larger buffer; a new tensor when None.
         """
-        index = self.span_index
-        # One gather into grouped rows, every draw in place on contiguous slices, one gather back: torch's scatters
-        # (index_copy_, index_put_) are several times slower than index_select on a CPU.
-        grouped = raw_t.index_select(0, self.grouped_order)  # (D, B)
-        gaussian = grouped[: index.n_gaussian]  # (G, B)
-        noise = torch.randn(gaussian.shape, generator=generator, device=grouped.device, dtype=grouped.dtype)
-        noise.mul_(self.log_sigma.exp().unsqueeze(1))
-        # tanh(x) = 2 sigmoid(2x) - 1: torch's CPU tanh costs about four times its sigmoid.
-        gaussian.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0).add_(noise).clamp_(-1.0, 1.0)
-        start = index.n_gaussian
-        for idx, _ in index.softmax_groups():
-            groups, width = idx.shape
-            _one_hot_draw_(grouped[start : start + groups * width].view(groups, width, -1), generator)
-            start += groups * width
-        logits = grouped[start : start + len(index.index("bernoulli_idx"))]  # (N, B)
-        u = torch.rand(logits.shape, generator=generator, device=grouped.device, dtype=grouped.dtype)
-        torch.lt(u, logits.sigmoid_(), out=logits)
-        if out is None:
-            return grouped.index_select(0, self.original_order)
-        return torch.index_select(grouped, 0, self.original_order, out=out)
+        return draw_feature_major(
+            raw_t, self.span_index, self.log_sigma, self.grouped_order, self.original_order, generator, out
+        )
 
     @torch.no_grad()
     def generate(self, z: Tensor, c: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """(B, L) latents -> (B, D) data-space rows: `decode` then `sample_output`."""
         return self.sample_feature_major(self.decode_feature_major(z, c), generator).T
-
-
-def _one_hot_draw_(logits: Tensor, generator: torch.Generator | None) -> Tensor:
-    """(K, w, B) float logits -> one-hot draws from softmax over w, for every group and row at once, in place.
-
-    Inverse-CDF sampling: one uniform u per group, scaled to the sum of the unnormalised weights; the drawn slot is
-    the first whose running sum exceeds u, which is slot k with probability softmax(logits)_k (a slot of weight 0
-    never is). About 10x cheaper than `torch.multinomial`, which cost three decoder passes. Every step overwrites
-    `logits` (fresh memory costs page faults), and the running sums and the one-hot are w - 1 slice operations:
-    torch's cumsum over a short middle dimension is several times slower, and so are comparisons into bool tensors.
-    """
-    groups, width, batch = logits.shape
-    cdf = logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()  # largest weight 1: no overflow
-    for k in range(1, width):
-        cdf[:, k] += cdf[:, k - 1]
-    u = torch.rand((groups, 1, batch), generator=generator, device=logits.device, dtype=logits.dtype)
-    one_hot = torch.gt(cdf, u.mul_(cdf[:, -1:]), out=cdf)  # 0 ... 0 1 ... 1: running sums past u
-    for k in range(width - 1, 0, -1):
-        one_hot[:, k] -= one_hot[:, k - 1]  # keep only the first 1
-    return one_hot
 
 
 def build_model(config: MLPVAEConfig) -> MLPVAE:

@@ -28,7 +28,7 @@ from vae_pipeline.readers.ranges import (
     slices_for_range,
 )
 from vae_pipeline.readers.shards import read_range
-from vae_pipeline.readers.tensors import table_to_batch
+from vae_pipeline.readers.tensors import table_to_batch, table_to_rows
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ class SyntheticDataset(IterableDataset[dict[str, Any]]):
     schema lets them hold nulls), other types (strings, categoricals, dates) as lists of Python values; pass
     `DataLoader(dataset, batch_size=None)` so the loader does not batch again. See `vae_pipeline.readers.tensors`.
 
+    Image columns (see `vae_pipeline.image_columns`) come as (C, H, W) tensors per row and (B, C, H, W) tensors
+    per batch, in their stored dtype: uint8 images stay uint8 (scale them in the training step, e.g.
+    `batch["image"].float() / 255`), float32 images stay float32.
+
     Each epoch is split into one contiguous run of rows per rank (the same number of rows to within one, exactly
     the same with `equal_ranks`) and each rank's run into one per DataLoader worker, so every row is read once per
     epoch by exactly one consumer. The rank is resolved at construction, so build the dataset in the training
@@ -57,6 +61,14 @@ class SyntheticDataset(IterableDataset[dict[str, Any]]):
         ...     dataset.set_epoch(epoch)
         ...     for batch in loader:
         ...         ...
+
+        A dataset with an image column (here Fashion-MNIST's `image` and `label`):
+
+        >>> batch = next(iter(SyntheticDataset("out/fashion", batch_size=64)))
+        >>> batch["image"].shape, batch["image"].dtype  # (B, C, H, W), as stored
+        (torch.Size([64, 1, 28, 28]), torch.uint8)
+        >>> batch["label"][:2]
+        ['Sneaker', 'Bag']
     """
 
     def __init__(
@@ -145,7 +157,7 @@ class SyntheticDataset(IterableDataset[dict[str, Any]]):
             tables = shuffle_tables(tables, self.shuffle_buffer, rng)
         if self.batch_size is None:
             for table in tables:
-                yield from table.to_pylist()
+                yield from table_to_rows(table)
             return
         for table in rebatch(tables, self.batch_size, drop_last=self.drop_last):
             yield table_to_batch(table)

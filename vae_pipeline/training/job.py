@@ -20,7 +20,8 @@ from vae_pipeline.config import PipelineConfig
 from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import ConfigError
 from vae_pipeline.executor import Workload, choose_executor, one_thread
-from vae_pipeline.models.mlp_vae import MLPVAEConfig, build_model
+from vae_pipeline.models.base import ModelShape
+from vae_pipeline.models.registry import Layout, build, model_shape
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
 from vae_pipeline.runtime import is_client_address, run_as_driver
 from vae_pipeline.training.epochs import TrainedModel
@@ -118,21 +119,22 @@ def _train(
     return bundle
 
 
-def model_config_for(config: PipelineConfig, transform: TableTransform) -> MLPVAEConfig:
-    """The model's shape: the transform's features and spans, the config's latent and hidden sizes."""
-    return MLPVAEConfig(
-        data_dim=transform.output_dim,
-        latent_dim=config.model.latent_dim,
-        hidden_dims=list(config.model.hidden_dims),
+def model_config_for(config: PipelineConfig, transform: TableTransform) -> ModelShape:
+    """The model's shape: the architecture `model.architecture` picks (models/registry.py), sized by the
+    transform's features and spans and the config's model settings."""
+    layout = Layout(
         spans=list(transform.spans),
+        data_dim=transform.output_dim,
         condition_dim=len(transform.label_classes) if transform.conditional else 0,
+        image_shape=transform.image_shape() if transform.image_column else None,
     )
+    return model_shape(config.model, layout)
 
 
 def _save(
-    trained: TrainedModel, model_config: MLPVAEConfig, transform: TableTransform, config: PipelineConfig
+    trained: TrainedModel, model_config: ModelShape, transform: TableTransform, config: PipelineConfig
 ) -> ModelBundle:
-    model = build_model(model_config)
+    model = build(model_config)
     model.load_state_dict(trained.weights)
     return save_bundle(config.model_url, model, model_config, transform, config, trained.metrics)
 

@@ -18,7 +18,8 @@ import torch
 
 from vae_pipeline.config import DataConfig, PipelineConfig
 from vae_pipeline.data import TableSource
-from vae_pipeline.models.mlp_vae import MLPVAEConfig, build_model
+from vae_pipeline.models.base import ModelShape
+from vae_pipeline.models.registry import build
 from vae_pipeline.progress import NO_PROGRESS, Progress
 from vae_pipeline.split import Split
 from vae_pipeline.training.checkpoint import CheckpointStore, TrainingState, checkpoint_url
@@ -61,7 +62,7 @@ def encode_splits(source: TableSource, transform: TableTransform, data: DataConf
 
 def fit_local(
     config: PipelineConfig,
-    model_config: MLPVAEConfig,
+    model_config: ModelShape,
     splits: EncodedSplits,
     run_key: str,
     run_name: str,
@@ -71,7 +72,7 @@ def fit_local(
     training = config.training
     device = torch.device("cuda" if training.use_gpu else "cpu")
     torch.manual_seed(training.seed)
-    model = build_model(model_config).to(device)
+    model = build(model_config).to(device)
     optimizer = make_optimizer(model, training)
     checkpoints = CheckpointStore(checkpoint_url(config.model_url, run_name))
     state = checkpoints.resume(model, optimizer, run_key) or TrainingState(epoch=0, run_key=run_key)

@@ -27,7 +27,8 @@ from vae_pipeline import storage
 from vae_pipeline.config import PipelineConfig, TrainingConfig
 from vae_pipeline.data import TableSource
 from vae_pipeline.errors import ConfigError
-from vae_pipeline.models.mlp_vae import MLPVAEConfig, build_model
+from vae_pipeline.models.base import ModelShape
+from vae_pipeline.models.registry import build, shape_from_json
 from vae_pipeline.progress import NO_PROGRESS, Progress, is_silent
 from vae_pipeline.resources import require_gpus
 from vae_pipeline.runtime import ensure_ray, read_dataset, user_error_in
@@ -51,7 +52,7 @@ _MATERIALIZE_BYTES = 512 * 1024**2
 
 def fit_on_ray(
     config: PipelineConfig,
-    model_config: MLPVAEConfig,
+    model_config: ModelShape,
     transform: TableTransform,
     source: TableSource,
     run_key: str,
@@ -118,7 +119,7 @@ def _check_streaming_cpus(config: PipelineConfig) -> None:
 
 def _fit(
     config: PipelineConfig,
-    model_config: MLPVAEConfig,
+    model_config: ModelShape,
     datasets: dict[str, Any],
     run_key: str,
     run_name: str,
@@ -165,7 +166,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     training = TrainingConfig.model_validate(loop_config["training"])
     _quiet_report_logs()
     torch.manual_seed(training.seed)
-    model = ray.train.torch.prepare_model(build_model(MLPVAEConfig.from_json(loop_config["model_config"])))
+    model = ray.train.torch.prepare_model(build(shape_from_json(loop_config["model_config"])))
     optimizer = make_optimizer(model, training)
     device = ray.train.torch.get_device()
     store = CheckpointStore(loop_config["checkpoint_url"])

@@ -14,11 +14,13 @@ import pyarrow as pa
 
 from vae_pipeline.config import DataConfig
 from vae_pipeline.errors import DataError
+from vae_pipeline.image_columns import is_image_type
 from vae_pipeline.transforms.arrow_types import is_string, is_temporal
 from vae_pipeline.transforms.profile import ColumnProfile
 from vae_pipeline.transforms.value_stats import ValueStats
 
 INTEGER, NUMBER, TEMPORAL, STRING, CATEGORICAL = "integer", "number", "temporal", "string", "categorical"
+IMAGE = "image"
 
 # The overrides each family accepts; string columns are checked again after the pass (numbers, dates).
 _ALLOWED = {
@@ -27,6 +29,7 @@ _ALLOWED = {
     TEMPORAL: {"continuous", "datetime", "categorical", "constant"},
     STRING: {"categorical", "id", "datetime", "text", "constant", "continuous", "discrete"},
     CATEGORICAL: {"categorical", "constant"},
+    IMAGE: set(),
 }
 COUNT_CAP = 10_000  # values counted exactly: a long tail's members, a text column's repeated values
 HASH_CAP = 1 << 18  # distinct values hashed to tell ids (unique per row) from repeated values
@@ -42,6 +45,8 @@ def _family(field: pa.Field) -> str:
     arrow_type = field.type
     if pa.types.is_null(arrow_type):
         raise DataError(f"column '{field.name}' has only nulls (type null); drop it with data.drop_columns")
+    if is_image_type(arrow_type):
+        return IMAGE
     if pa.types.is_integer(arrow_type):
         return INTEGER
     if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
@@ -63,6 +68,10 @@ def _family(field: pa.Field) -> str:
 def plan_kind(field: pa.Field, override: str | None, *, is_label: bool = False) -> str:
     """The column's type family before the pass; an override its type cannot take is an error here."""
     family = _family(field)
+    if is_label and family == IMAGE:
+        raise DataError(
+            f"column '{field.name}' holds images, so it cannot be data.label_column; set the label to a class column"
+        )
     if is_label and override not in (None, "categorical"):
         raise DataError(
             f"column '{field.name}' is data.label_column, so it must be categorical; "
@@ -98,7 +107,7 @@ def profile_columns(
     for field, child in zip(schema, children, strict=True):
         plan = plans[field.name]
         # Numbers collect their distinct values for transforms/discrete.py; categorical types for their slots.
-        cap = {TEMPORAL: 0, STRING: 0, CATEGORICAL: config.max_categories}.get(
+        cap = {TEMPORAL: 0, STRING: 0, IMAGE: 0, CATEGORICAL: config.max_categories}.get(
             plan, max(config.categorical_max_distinct, config.max_categories)
         )
         reservoir = config.fit_sample_rows if plan in (INTEGER, NUMBER, TEMPORAL) else 0

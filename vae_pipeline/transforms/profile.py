@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vae_pipeline.errors import DataError
+from vae_pipeline.image_columns import is_image_type, pixel_range
 from vae_pipeline.transforms.arrow_types import ArrayLike, dense_values, numeric_values
 from vae_pipeline.transforms.value_stats import ValueStats
 
@@ -56,6 +57,10 @@ class ColumnProfile:
         """Add one batch of this column."""
         self.rows += len(array)
         self.nulls += array.null_count
+        if is_image_type(self.arrow_type):
+            low, high = pixel_range(array, self.name)
+            self.minimum, self.maximum = min(self.minimum, low), max(self.maximum, high)
+            return  # pixels have no distinct values or reservoir worth keeping
         if pa.types.is_floating(self.arrow_type):
             self._check_finite(array)
         if self.distinct_cap and not self.overflowed:

@@ -25,13 +25,15 @@ import pyarrow as pa
 
 from vae_pipeline.config import DataConfig
 from vae_pipeline.errors import DataError
+from vae_pipeline.image_columns import image_shape
 from vae_pipeline.transforms.base import ColumnTransform
 from vae_pipeline.transforms.categorical import CategoricalColumn, TextColumn
 from vae_pipeline.transforms.constant import ConstantColumn
 from vae_pipeline.transforms.continuous import ContinuousColumn
 from vae_pipeline.transforms.discrete import DiscreteColumn, numeric_decision
 from vae_pipeline.transforms.identifier import IdColumn, id_reason, repeated_value_error
-from vae_pipeline.transforms.inference import INTEGER, NUMBER, STRING, TEMPORAL
+from vae_pipeline.transforms.image import ImageColumn
+from vae_pipeline.transforms.inference import IMAGE, INTEGER, NUMBER, STRING, TEMPORAL
 from vae_pipeline.transforms.parsed_text import ParsedTextColumn, parsed_profile
 from vae_pipeline.transforms.profile import ColumnProfile
 from vae_pipeline.transforms.text_formats import DateFormat, TextFormat, detect_format
@@ -61,6 +63,9 @@ def decide(
     if is_label:
         label = CategoricalColumn(field.name, field.type, max_categories=config.max_categories, allow_rare=False)
         return Decision("categorical", "data.label_column", label)
+    if plan == IMAGE:
+        shape = "x".join(map(str, image_shape(field.type)))
+        return Decision("image", f"{shape} {field.type.value_type} images", ImageColumn(field.name, field.type))
     if override is not None:
         return _overridden(field, plan, override, profile, config)
     if _is_constant(profile):

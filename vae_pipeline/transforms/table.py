@@ -25,6 +25,7 @@ from vae_pipeline.transforms.constant import ConstantColumn
 from vae_pipeline.transforms.continuous import ContinuousColumn
 from vae_pipeline.transforms.discrete import DiscreteColumn
 from vae_pipeline.transforms.identifier import IdColumn
+from vae_pipeline.transforms.image import ImageColumn
 from vae_pipeline.transforms.inference import check_names, plan_kind, profile_columns
 from vae_pipeline.transforms.parsed_text import ParsedTextColumn
 from vae_pipeline.transforms.roles import decide
@@ -43,6 +44,7 @@ COLUMN_TRANSFORMS: dict[str, type[ColumnTransform]] = {
         IdColumn,
         ConstantColumn,
         ParsedTextColumn,
+        ImageColumn,
     )
 }
 _UNMODELLED = {"id", "text", "constant"}
@@ -151,6 +153,21 @@ class TableTransform:
     @property
     def label_classes(self) -> list[Any]:
         return list(self._label_transform().categories_) if self.label_column else []
+
+    @property
+    def image_column(self) -> str | None:
+        """The image column, or None for a plain table (one image column at most: data.py refuses more)."""
+        return next((name for name in self.matrix_columns if isinstance(self.columns[name], ImageColumn)), None)
+
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the image column."""
+        name = self.image_column
+        if name is None:
+            raise ConfigError("this table has no image column")
+        column = self.columns[name]
+        assert isinstance(column, ImageColumn)
+        channels, height, width = column.shape_
+        return channels, height, width
 
     def column_kinds(self) -> dict[str, str]:
         """Column name -> role (continuous, discrete, categorical, datetime, id, text, constant), in schema order."""
