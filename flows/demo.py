@@ -1,4 +1,5 @@
-"""`make demo`: the augmentation flow on the shipped penguins table, then a short real-vs-synthetic summary.
+"""`make demo` (`make demo-images`): the augmentation flow on the shipped penguins table (Fashion-MNIST slice),
+then a short real-vs-synthetic summary (and where the evaluation's image grid is).
 
 Local Ray, Prefect's ephemeral API, local storage under ./out/demo. The console is the CLI's: a line per step, progress
 bars, the run's summary; Ray's and Prefect's output goes to a log file under out/demo/logs (`--verbose`: to stderr).
@@ -14,19 +15,23 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pa_ds
 from rich.table import Table
 
+from vae_pipeline import storage
 from vae_pipeline.config import load_config
 from vae_pipeline.console import console, errors, print_dataset_summary, session
 from vae_pipeline.errors import VaePipelineError
+from vae_pipeline.evaluation.store import default_evaluation_url
 from vae_pipeline.generation.manifest import read_manifest
+from vae_pipeline.image_columns import image_values, is_image_type
 from vae_pipeline.logs import configure_logging
 from vae_pipeline.runtime import shutdown_ray
 
 CONFIG_URL = "configs/demo.yaml"
+IMAGES_CONFIG_URL = "configs/demo-images.yaml"
 
 
-def main(verbose: bool = False) -> int:
+def main(verbose: bool = False, config_url: str = CONFIG_URL) -> int:
     configure_logging()
-    config = load_config(CONFIG_URL)
+    config = load_config(config_url)
     started = time.perf_counter()
     try:
         with session(config.model_url, "demo", verbose=verbose) as current:
@@ -45,6 +50,9 @@ def main(verbose: bool = False) -> int:
     real = pa_ds.dataset(config.data.input_url).to_table()
     synthetic = pa_ds.dataset([f"{output_url}/{s.name}" for s in manifest.shards]).to_table()
     console.print(compare_columns(real, synthetic))
+    grid = storage.join_url(default_evaluation_url(config.model_url), "plots", "images.png")
+    if storage.exists(grid):
+        console.print(f"real and synthetic images side by side: [bold]{grid}[/bold]")
     return 0
 
 
@@ -67,6 +75,9 @@ def compare_columns(real: pa.Table, synthetic: pa.Table) -> Table:
 
 
 def _describe(column: pa.ChunkedArray) -> str:
+    if is_image_type(column.type):
+        pixels = image_values(column)
+        return f"{'x'.join(map(str, pixels.shape[1:]))} {pixels.dtype}, mean pixel {pixels.mean():.1f}"
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         return f"mean {pc.mean(column).as_py():.2f}  sd {pc.stddev(column).as_py():.2f}"
     counts = pc.value_counts(column.drop_null()).to_pylist()
@@ -76,4 +87,7 @@ def _describe(column: pa.ChunkedArray) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(verbose="--verbose" in sys.argv[1:]))
+    arguments = sys.argv[1:]
+    sys.exit(
+        main(verbose="--verbose" in arguments, config_url=IMAGES_CONFIG_URL if "--images" in arguments else CONFIG_URL)
+    )

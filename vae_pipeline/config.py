@@ -39,7 +39,7 @@ class DataConfig(_Frozen):
     """Where the training table is and how to read its columns."""
 
     input_url: Location = "data/penguins.parquet"
-    format: Literal["auto", "parquet", "csv"] = "auto"
+    format: Literal["auto", "parquet", "csv", "npz"] = "auto"
     column_kinds: dict[str, ColumnKind] = Field(default_factory=dict)
     drop_columns: list[str] = Field(default_factory=list)
     label_column: str | None = None

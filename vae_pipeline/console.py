@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,9 +178,11 @@ def roles_table(roles: dict[str, tuple[str, str]]) -> Table:
 
 
 def scores_table(report: dict[str, Any], used: dict[str, Any] | None) -> Table:
-    """The sampler used beside the prior and the real-rows ceiling: quality, detection AUC, DCR ratio, copies."""
+    """The sampler used beside the prior and the real-rows ceiling: its scores (tabular or image), DCR, copies."""
     table = Table(title="evaluation (held-out real rows)", title_justify="left")
-    for header in ("sampler", "quality", "detection AUC", "DCR ratio", "exact copies", "privacy guard"):
+    images = "image" in report["reference"] and report["reference"]["image"] is not None
+    scores = _IMAGE_SCORES if images else _TABLE_SCORES
+    for header in (*(name for name, _ in scores), "DCR ratio", "exact copies", "privacy guard"):
         table.add_column(header)
     prior = next((e for e in report["samplers"] if e["name"] == "prior"), None)
     rows = [(f"{used['name']} (used)", used)] if used is not None else []
@@ -191,35 +193,55 @@ def scores_table(report: dict[str, Any], used: dict[str, Any] | None) -> Table:
         privacy = entry["privacy"]
         ok = entry.get("privacy_ok")
         guard = "-" if ok is None else "passes" if ok else escape(f"refused: {entry.get('privacy_reason') or ''}")
-        table.add_row(
-            escape(name),
-            f"{entry['quality']['score']:.3f}",
-            f"{entry['detection_auc']:.3f}",
-            f"{privacy['dcr_ratio']:.2f}",
-            f"{privacy['exact_copy_share']:.1%}",
-            guard,
-        )
-    table.caption = (
-        "quality: 1 is a perfect match; detection AUC: 0.5 means a classifier cannot tell the rows from real ones; "
-        "DCR ratio: 1 or more means no closer to training rows than real rows are"
-    )
+        cells = [escape(name), *(read(entry) for _, read in scores[1:])]
+        table.add_row(*cells, f"{privacy['dcr_ratio']:.2f}", f"{privacy['exact_copy_share']:.1%}", guard)
+    table.caption = _IMAGE_CAPTION if images else _TABLE_CAPTION
     table.caption_justify = "left"
     return table
+
+
+def _score(value: float | None, fmt: str = ".3f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+_TABLE_SCORES: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("sampler", lambda e: ""),
+    ("quality", lambda e: _score(e["quality"]["score"])),
+    ("detection AUC", lambda e: _score(e["detection_auc"])),
+]
+_IMAGE_SCORES: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("sampler", lambda e: ""),
+    ("Fréchet distance", lambda e: _score(e["image"]["frechet_distance"], ".2f")),
+    ("precision", lambda e: _score(e["image"]["precision"])),
+    ("recall", lambda e: _score(e["image"]["recall"])),
+    ("TSTR accuracy", lambda e: _score(e["image"].get("tstr_accuracy"))),
+]
+_TABLE_CAPTION = (
+    "quality: 1 is a perfect match; detection AUC: 0.5 means a classifier cannot tell the rows from real ones; "
+    "DCR ratio: 1 or more means no closer to training rows than real rows are"
+)
+_IMAGE_CAPTION = (
+    "Fréchet distance in a domain classifier's features (lower is better; real training images give the floor); "
+    "precision/recall: share of images that look real / of real images covered; TSTR: a classifier trained on "
+    "the images, tested on real ones; DCR ratio: 1 or more means no closer to training images than real ones are"
+)
 
 
 def report_paths(model_url: str) -> list[str]:
     """The evaluation's report.md and its plots, as lines."""
     from vae_pipeline.evaluation.store import MARKDOWN_FILE, default_evaluation_url
 
-    evaluation_url = storage.redact_url(default_evaluation_url(model_url))
-    plots = ", ".join(storage.join_url(evaluation_url, "plots", f"{name}.png") for name in _PLOTS)
+    found = default_evaluation_url(model_url)
+    evaluation_url = storage.redact_url(found)
+    names = [*_PLOTS, "images"] if storage.exists(storage.join_url(found, "plots", "images.png")) else _PLOTS
+    plots = ", ".join(storage.join_url(evaluation_url, "plots", f"{name}.png") for name in names)
     return [
         f"evaluation report: [bold]{storage.join_url(evaluation_url, MARKDOWN_FILE)}[/bold]",
         f"plots: {plots}",
     ]
 
 
-_PLOTS = ("marginals", "latent", "scores")
+_PLOTS = ["marginals", "latent", "scores"]
 
 
 def print_dataset_summary(out: Console, output_url: str, seconds: float, *, roles: bool = True) -> None:

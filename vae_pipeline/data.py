@@ -2,6 +2,8 @@
 
 The table is never materialised in the driver: `TableSource.batches()` streams Arrow record batches through
 pyarrow.dataset, and `TableSource.files` + `arrow_filesystem()` let Ray Data read the same files in parallel.
+Image columns in other layouts (encoded bytes, Hugging Face's struct, Ray's tensors) are converted to the canonical
+tensor type batch by batch (`TableSource.images`); a MedMNIST-style `.npz` file, small by nature, is read whole.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fsspec.spec import AbstractFileSystem
 from vae_pipeline import storage
 from vae_pipeline.config import DataConfig
 from vae_pipeline.errors import DataError
+from vae_pipeline.image_inputs import ImageConversion, image_layout, npz_table, plan_images
 
 _UNSUPPORTED = (pa.types.is_nested, pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
 CSV_NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
@@ -27,7 +30,10 @@ CSV_NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 
 @dataclass(frozen=True)
 class TableSource:
-    """A readable table: the resolved files, their format and the schema the pipeline uses (drops applied)."""
+    """A readable table: the resolved files, their format and the schema the pipeline uses (drops applied).
+
+    `schema` is the converted one: image columns carry the canonical type, whatever layout the files hold them in.
+    """
 
     url: str
     format: str
@@ -35,6 +41,7 @@ class TableSource:
     filesystem: AbstractFileSystem
     schema: pa.Schema
     dataset: pa_ds.Dataset
+    images: ImageConversion
 
     @property
     def columns(self) -> list[str]:
@@ -42,10 +49,12 @@ class TableSource:
 
     def batches(self, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Stream the table in file order, only the pipeline's columns, never more than a batch at a time."""
+        row = 0
         try:
             for batch in self.dataset.to_batches(columns=self.columns, batch_size=batch_rows, use_threads=False):
                 if batch.num_rows:
-                    yield batch
+                    yield self.images.convert(batch, first_row=row)
+                row += batch.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"cannot read {storage.redact_url(self.url)}: {_first_line(exc)}") from exc
 
@@ -61,16 +70,21 @@ def open_source(config: DataConfig) -> TableSource:
     """Resolve `config.input_url`, open it lazily and check its schema against the config.
 
     Raises:
-        DataError: missing input, unreadable or corrupt files, an empty table, unsupported column types,
-            unknown drop, override or label columns.
+        DataError: missing input, unreadable or corrupt files, an empty table, unsupported column types or image
+            layouts, more than one image column, unknown drop, override or label columns.
     """
     fs, files = _resolve_files(config.input_url, config.storage_options)
     fmt = _format_of(config, files)
-    dataset = _open_dataset(config.input_url, fs, files, fmt)
+    if fmt == "npz":
+        dataset = _open_npz(config.input_url, fs, files)
+    else:
+        dataset = _open_dataset(config.input_url, fs, files, fmt)
     schema = _pipeline_schema(dataset.schema, config)
-    source = TableSource(config.input_url, fmt, tuple(files), fs, schema, dataset)
     try:
-        rows = source.count_rows()
+        rows = int(dataset.count_rows())
+        if rows and fmt == "parquet":
+            _check_null_columns(dataset, schema, rows)
+        images = plan_images(schema, dataset) if rows else ImageConversion()
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(
             f"cannot read {storage.redact_url(config.input_url)} as {fmt}: {_first_line(exc)}; "
@@ -80,9 +94,7 @@ def open_source(config: DataConfig) -> TableSource:
         raise DataError(
             f"{storage.redact_url(config.input_url)} holds no rows; point data.input_url at a non-empty table"
         )
-    if fmt == "parquet":
-        _check_null_columns(dataset, schema, rows)
-    return source
+    return TableSource(config.input_url, fmt, tuple(files), fs, images.output_schema(schema), dataset, images)
 
 
 def _check_null_columns(dataset: pa_ds.Dataset, schema: pa.Schema, rows: int) -> None:
@@ -134,7 +146,21 @@ def _format_of(config: DataConfig, files: list[str]) -> str:
     suffixes = {posixpath.splitext(f)[1].lower() for f in files}
     if suffixes <= {".csv", ".tsv"}:
         return "csv"
+    if suffixes == {".npz"}:
+        return "npz"
     return "parquet"
+
+
+def _open_npz(url: str, fs: AbstractFileSystem, files: list[str]) -> pa_ds.Dataset:
+    """A MedMNIST-style archive, read whole (tens of MB at most) and served as an in-memory dataset."""
+    if len(files) != 1:
+        raise DataError(
+            f"{storage.redact_url(url)} matches {len(files)} files, but an .npz input is one file; "
+            "point data.input_url at one .npz file"
+        )
+    with storage.failures_named(url, "read"):
+        content = fs.cat_file(files[0])
+    return pa_ds.dataset(npz_table(content, storage.redact_url(url)))
 
 
 def _open_dataset(url: str, fs: AbstractFileSystem, files: list[str], fmt: str) -> pa_ds.Dataset:
@@ -169,10 +195,10 @@ def _pipeline_schema(schema: pa.Schema, config: DataConfig) -> pa.Schema:
     for field in kept:
         if pa.types.is_null(field.type):
             raise DataError(f"column '{field.name}' is all null; add it to data.drop_columns")
-        if any(check(field.type) for check in _UNSUPPORTED):
+        if image_layout(field) is None and any(check(field.type) for check in _UNSUPPORTED):
             raise DataError(
                 f"column '{field.name}' has unsupported type {field.type}; "
-                f"add it to data.drop_columns (nested and binary columns are not modelled yet)"
+                "add it to data.drop_columns (nested columns, and binary ones that hold no images, are not modelled)"
             )
     if not kept.names:
         raise DataError("every column is dropped; remove some names from data.drop_columns")

@@ -64,7 +64,10 @@ def check_local_settings(config: PipelineConfig) -> None:
     for step, section in sections.items():
         if section.executor == "local":
             use_gpu = bool(getattr(section, "use_gpu", False))
-            choose_executor("local", config.ray, Workload(step, _least_workers(step, section), use_gpu=use_gpu))
+            # Only the refusal: the choice itself is logged when the step runs, inside the run's log file.
+            obstacle = _local_obstacle(config.ray, Workload(step, _least_workers(step, section), use_gpu=use_gpu))
+            if obstacle is not None:
+                raise ConfigError(f"{step}.executor is local, but {obstacle[0]}; {obstacle[1]}")
 
 
 def _least_workers(step: str, section: Any) -> int:

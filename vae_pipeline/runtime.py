@@ -269,7 +269,14 @@ def shutdown_ray() -> None:
 
 
 def read_dataset(source: TableSource) -> ray.data.Dataset:
-    """The source's files as a Ray Dataset, streamed block by block, only the pipeline's columns."""
+    """The source's files as a Ray Dataset, streamed block by block, only the pipeline's columns.
+
+    Its batches carry the same types as `source.batches()`: image columns stored in another layout go through the
+    source's `ImageConversion`. Ray Data keeps a canonical fixed-shape tensor column as it is (Ray 2.60 reads it
+    back as `pyarrow.FixedShapeTensorType`), so those need no conversion.
+    """
+    if source.format == "npz":  # read whole and held in memory by the source already (a small file)
+        return ray.data.from_arrow(source.dataset.to_table(columns=source.columns))
     files = list(source.files)
     filesystem = source.arrow_filesystem()
     if source.format == "csv":
@@ -282,7 +289,10 @@ def read_dataset(source: TableSource) -> ray.data.Dataset:
             column_types=source.schema,
         )
         return ray.data.read_csv(files, filesystem=filesystem, convert_options=convert)
-    return ray.data.read_parquet(files, filesystem=filesystem, columns=source.columns)
+    dataset = ray.data.read_parquet(files, filesystem=filesystem, columns=source.columns)
+    if source.images.columns:
+        dataset = dataset.map_batches(source.images.convert, batch_format="pyarrow")
+    return dataset
 
 
 def user_error_in(exc: BaseException) -> VaePipelineError | None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from vae_pipeline import steps, storage
@@ -22,9 +21,10 @@ from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
 from vae_pipeline.config import DataConfig, EvaluationConfig, PipelineConfig, SamplerConfig
 from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
-from vae_pipeline.evaluation import metrics, privacy
-from vae_pipeline.evaluation.report import ReportInputs, write_report
+from vae_pipeline.evaluation import privacy
+from vae_pipeline.evaluation.report import write_report
 from vae_pipeline.evaluation.sampling import RealSample, sample_real_rows
+from vae_pipeline.evaluation.scorers import build_scorer
 from vae_pipeline.evaluation.store import REPORT_FILE, REPORT_FORMAT, default_evaluation_url
 from vae_pipeline.executor import one_thread
 from vae_pipeline.generation.job import load_artifacts
@@ -133,32 +133,27 @@ def _evaluate(
     label = bundle.transform.label_column
     if label is not None:
         check_label(real, label)
-    transform = bundle.transform
-    # Only modelled columns are scored (ids are fresh and text partly nulled by design), as numbers where the
-    # table stores numbers or dates as text; a discrete column must also keep to the values real rows take.
-    kinds = transform.scoring_kinds()
-    supported = [name for name, role in transform.column_kinds().items() if role == "discrete" and name in kinds]
-    holdout, train = _frame(transform.scoring_view(real.holdout)), _frame(transform.scoring_view(real.train))
-    real_rows = pd.concat([train, holdout], ignore_index=True)
-    index = privacy.index_training_rows(train, kinds)
-    baseline = privacy.real_baseline(index, seed=settings.seed)
-    scored, synthetic, latents = [], {}, {}
+    tables: dict[str, pa.Table] = {}
+    latents: dict[str, np.ndarray] = {}
+    scored: list[dict[str, Any]] = []
     # The scored samples are small: one thread per classifier is fastest, and far faster on a busy machine.
     found = candidates(posterior, settings)
     progress.start("evaluate", len(found), "candidates")
-    with one_thread():  # torch's decoding too
+    with one_thread():  # torch's decoding and the domain classifier too
+        scorer = build_scorer(bundle.transform, real, settings)
         for candidate in found:
-            table, z = _generate(bundle, posterior, candidate.sampler, settings)
-            synthetic[candidate.name], latents[candidate.name] = _frame(transform.scoring_view(table)), z
-            scored.append(_score(candidate, synthetic[candidate.name], holdout, index, baseline, label, settings))
-            scored[-1]["outside_support"] = metrics.outside_support(real_rows, synthetic[candidate.name], supported)
-            logger.info("scored %s: composite %.3f", candidate.name, scored[-1]["composite"])
+            tables[candidate.name], latents[candidate.name] = _generate(bundle, posterior, candidate.sampler, settings)
+            entry: dict[str, Any] = {"name": candidate.name, "sampler": candidate.sampler.model_dump(mode="json")}
+            entry |= scorer.score(tables[candidate.name])
+            entry["composite"] = scorer.composite(entry)
+            scored.append(entry)
+            logger.info("scored %s: composite %.3f", candidate.name, entry["composite"])
             progress.advance(1, candidate.name)
-        reference = _reference(train, holdout, kinds, baseline, label, settings)
+        reference = scorer.reference()
     for entry in scored:
         entry["privacy_ok"], entry["privacy_reason"] = privacy.verdict(
             entry["privacy"],
-            baseline,
+            scorer.baseline,
             privacy_margin=settings.privacy_margin,
             max_copy_excess=settings.max_copy_excess,
         )
@@ -176,13 +171,13 @@ def _evaluate(
         },
         "latent": _latent_diagnostics(posterior, config),
         "reference": reference,
-        "real_copy_share": baseline["exact_copy_share"],
+        "real_copy_share": scorer.baseline["exact_copy_share"],
         "samplers": ranked,
         "choice": _choice(ranked),
     }
-    write_report(
-        report_url, ReportInputs(results=results, real=holdout, synthetic=synthetic, latents=latents, kinds=kinds)
-    )
+    for name, payload in scorer.artifacts().items():  # before report.json, the commit
+        storage.atomic_write(storage.join_url(report_url, name), payload)
+    write_report(report_url, scorer.report_inputs(results, tables, latents))
     logger.info("evaluation written to %s; choice: %s", report_url, results["choice"])
     return results
 
@@ -214,57 +209,6 @@ def check_label(real: RealSample, label: str) -> None:
             f"label column '{label}' has a single class ({classes.to_pylist()}); utility cannot be "
             "scored: unset data.label_column or use data with at least two classes"
         )
-
-
-def _score(
-    candidate: Candidate,
-    synthetic: pd.DataFrame,
-    holdout: pd.DataFrame,
-    index: privacy.TrainingIndex,
-    baseline: dict[str, float],
-    label: str | None,
-    settings: EvaluationConfig,
-) -> dict[str, Any]:
-    kinds = index.kinds
-    entry: dict[str, Any] = {
-        "name": candidate.name,
-        "sampler": candidate.sampler.model_dump(mode="json"),
-        "quality": metrics.quality_score(holdout, synthetic, kinds),
-        "detection_auc": metrics.detection_auc(holdout, synthetic, kinds, seed=settings.seed),
-        "utility": metrics.utility(synthetic, holdout, label, kinds, seed=settings.seed) if label else None,
-        "privacy": privacy.privacy(synthetic, index, baseline, seed=settings.seed),
-    }
-    entry["composite"] = metrics.composite_score(_flat(entry))
-    return entry
-
-
-def _flat(entry: dict[str, Any]) -> dict[str, float]:
-    flat = {"quality": entry["quality"]["score"], "detection_auc": entry["detection_auc"]}
-    if entry.get("utility"):
-        flat["macro_f1"] = entry["utility"]["macro_f1"]
-    return flat
-
-
-def _reference(
-    train: pd.DataFrame,
-    holdout: pd.DataFrame,
-    kinds: dict[str, str],
-    baseline: dict[str, float],
-    label: str | None,
-    settings: EvaluationConfig,
-) -> dict[str, Any]:
-    """Real training rows scored as if they were synthetic: the ceiling.
-
-    Their privacy would be trivially zero, so the privacy reference is the baseline: each training row against the
-    other training rows (a DCR ratio of 1 by definition) and the share of them with a twin among the others.
-    """
-    return {
-        "name": "real training rows",
-        "quality": metrics.quality_score(holdout, train, kinds),
-        "detection_auc": metrics.detection_auc(holdout, train, kinds, seed=settings.seed),
-        "utility": metrics.utility(train, holdout, label, kinds, seed=settings.seed) if label else None,
-        "privacy": privacy.real_rows_scores(baseline),
-    }
 
 
 def _choice(ranked: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -309,7 +253,3 @@ def _latent_diagnostics(posterior: AggregatePosterior, config: PipelineConfig) -
         "gmm_components": posterior.gmm_components,
         "kl_per_dim": [float(v) for v in posterior.kl_per_dim],
     }
-
-
-def _frame(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas()

@@ -170,7 +170,8 @@ def quality_score(real: pd.DataFrame, synthetic: pd.DataFrame, kinds: dict[str, 
 
     Returns:
         {"score", "column_shapes", "column_pair_trends", "per_column": {column: shape score}}. Column shapes are
-        KS complement (continuous) / TV complement (categorical); pair trends need two columns (NaN with one).
+        KS complement (continuous) / TV complement (categorical); pair trends need two columns (None with one:
+        report.json holds no NaN).
     """
     from sdmetrics.reports.single_table import QualityReport  # heavy import (plotly, copulas): only when used
 
@@ -185,10 +186,11 @@ def quality_score(real: pd.DataFrame, synthetic: pd.DataFrame, kinds: dict[str, 
     shapes = report.get_details("Column Shapes")
     if "Error" in shapes.columns and shapes["Error"].notna().any():
         logger.warning("sdmetrics column-shape errors: %s", shapes.loc[shapes["Error"].notna(), "Error"].tolist())
+    trends = float(properties.get("Column Pair Trends", math.nan))
     return {
         "score": float(report.get_score()),
         "column_shapes": float(properties.get("Column Shapes", math.nan)),
-        "column_pair_trends": float(properties.get("Column Pair Trends", math.nan)),
+        "column_pair_trends": trends if math.isfinite(trends) else None,
         "per_column": {str(c): float(s) for c, s in zip(shapes["Column"], shapes["Score"], strict=True)},
     }
 

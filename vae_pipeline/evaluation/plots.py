@@ -194,16 +194,61 @@ def _project(pca: PCA, z: np.ndarray) -> np.ndarray:
     return projected
 
 
+def score_kinds(results: dict[str, Any]) -> set[str]:
+    """Which scores the entries hold: "image" (an "image" dict), "tabular" (quality), or tabular when neither."""
+    entries = [*results["samplers"], results["reference"]]
+    kinds = {"image"} if any(e.get("image") for e in entries) else set()
+    if not kinds or any(e.get("quality") is not None for e in entries):
+        kinds.add("tabular")
+    return kinds
+
+
+Metric = tuple[str, Callable[[dict[str, Any]], float | None], float | None]  # title, value, a neutral point
+
+
+def entry_part(entry: dict[str, Any] | None, group: str, key: str) -> Any:
+    """entry[group][key], or None where the entry, the group or the key is missing (scores a table lacks)."""
+    return ((entry or {}).get(group) or {}).get(key)
+
+
+def _score_metrics(results: dict[str, Any]) -> list[Metric]:
+    """Tabular metrics unless only image scores exist; image metrics when they do (accuracies some sampler has)."""
+    samplers, kinds = results["samplers"], score_kinds(results)
+    metrics: list[Metric] = []
+    if "tabular" in kinds:
+        metrics.append(("quality (higher is better)", lambda e: entry_part(e, "quality", "score"), None))
+        if "image" not in kinds or any(e.get("detection_auc") is not None for e in samplers):
+            metrics.append(("detection AUC (0.5 = indistinguishable)", lambda e: e.get("detection_auc"), 0.5))
+        if any(e.get("utility") for e in samplers):
+            metrics.append(("utility macro-F1", lambda e: entry_part(e, "utility", "macro_f1"), None))
+    if "image" in kinds:
+        for key, title in IMAGE_METRICS.items():
+            if key in ("frechet_distance", "precision", "recall") or any(
+                entry_part(e, "image", key) is not None for e in samplers
+            ):
+                metrics.append((title, _image_value(key), None))
+    unit = "images" if "image" in kinds else "rows"
+    metrics.append((f"DCR ratio (1 = as far as fresh real {unit})", lambda e: e["privacy"]["dcr_ratio"], 1.0))
+    return metrics
+
+
+def _image_value(key: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda e: entry_part(e, "image", key)
+
+
+IMAGE_METRICS = {
+    "frechet_distance": "Fréchet distance (lower is better)",
+    "precision": "precision",
+    "recall": "recall",
+    "tstr_accuracy": "TSTR accuracy",
+    "conditional_accuracy": "conditional accuracy",
+}
+
+
 def render_scores(results: dict[str, Any]) -> bytes:
     """Horizontal bars per metric, samplers in rank order, chosen highlighted, real rows as a dashed line."""
     samplers, reference = results["samplers"], results["reference"]
-    metrics: list[tuple[str, Callable[[dict[str, Any]], float | None], float | None]] = [
-        ("quality (higher is better)", lambda e: e["quality"]["score"], None),
-        ("detection AUC (0.5 = indistinguishable)", lambda e: e["detection_auc"], 0.5),
-    ]
-    if any(e.get("utility") for e in samplers):
-        metrics.append(("utility macro-F1", lambda e: e["utility"]["macro_f1"] if e.get("utility") else None, None))
-    metrics.append(("DCR ratio (1 = as far as fresh real rows)", lambda e: e["privacy"]["dcr_ratio"], 1.0))
+    metrics = _score_metrics(results)
     choice = (results.get("choice") or {}).get("name")
     colors = [COLOR_CHOSEN if e["name"] == choice else COLOR_OTHER if e["privacy_ok"] else COLOR_REFUSED
               for e in samplers]  # fmt: skip
@@ -226,6 +271,8 @@ def render_scores(results: dict[str, Any]) -> bytes:
     axes[0].invert_yaxis()  # rank 1 on top
     fig.suptitle("Scores by sampler, best first (blue: chosen; red: refused by the privacy guard)")
     lines = [Line2D([], [], linestyle="--", color="C2"), Line2D([], [], linestyle="--", color="0.4")]
-    labels = ["real training rows (ceiling)", "neutral point: AUC 0.5, DCR ratio 1"]
+    kinds = score_kinds(results)
+    auc = "AUC 0.5, " if any(e.get("detection_auc") is not None for e in samplers) else ""
+    labels = [f"real training {'images' if 'image' in kinds else 'rows'} (ceiling)", f"neutral point: {auc}DCR ratio 1"]
     fig.legend(lines, labels, loc="outside lower center", ncols=2, frameon=False, fontsize=8)
     return _png(fig)

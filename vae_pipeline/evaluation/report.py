@@ -1,4 +1,8 @@
-"""The evaluation report: report.json (the machine-readable results), report.md (verdict first) and three plots.
+"""The evaluation report: report.json (the machine-readable results), report.md (verdict first) and the plots.
+
+Entries of a table with an image column carry an "image" dict (`ImageReference.score`, privacy apart) and may have
+no tabular scores (quality, detection_auc and utility None) when the label is the only other column; the table,
+the verdict and the scores plot show whichever of the two kinds of score the entries hold.
 
 Plots are rendered in memory with matplotlib's object API (no pyplot, so no global backend state in workers) and
 saved without the "Software" PNG chunk, so equal inputs give equal bytes. report.json is written last: it is the
@@ -8,6 +12,7 @@ commit, and a reader that finds it finds the Markdown and the plots beside it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,19 +21,32 @@ import pandas as pd
 
 from vae_pipeline import storage
 from vae_pipeline.errors import DataError
+from vae_pipeline.evaluation.image_plots import render_image_grid
 from vae_pipeline.evaluation.plots import (
     DASH,
+    entry_part,
     format_number,
     format_share,
     render_latent,
     render_marginals,
     render_scores,
+    score_kinds,
 )
 from vae_pipeline.evaluation.store import REPORT_FORMAT
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("continuous", "categorical")
+
+
+@dataclass
+class ImageGallery:
+    """The images plots/images.png shows: (N, C, H, W) float arrays in [0, 1], with int class codes or None."""
+
+    real: np.ndarray
+    real_labels: np.ndarray | None
+    samplers: dict[str, tuple[np.ndarray, np.ndarray | None]]
+    class_names: list[str] | None = None
 
 
 @dataclass
@@ -40,17 +58,19 @@ class ReportInputs:
     synthetic: dict[str, pd.DataFrame]
     latents: dict[str, np.ndarray]
     kinds: dict[str, str]
+    images: ImageGallery | None = None  # required when the results hold image scores
 
 
 def write_report(url: str, inputs: ReportInputs) -> dict[str, str]:
-    """Write report.md, plots/{marginals,latent,scores}.png and, last, report.json under `url`.
+    """Write report.md, plots/{marginals,latent,scores}.png (and images.png) and, last, report.json under `url`.
 
     Args:
         url: the report directory (any URL storage.py understands).
-        inputs: the results and the frames and latents to plot.
+        inputs: the results and the frames, latents and images to plot.
 
     Returns:
-        The URL of each file: keys "json", "markdown", "marginals", "latent", "scores".
+        The URL of each file: keys "json", "markdown", "marginals", "latent", "scores", and "images" when
+        `inputs.images` is given.
     """
     _check_inputs(inputs)
     urls = {
@@ -64,6 +84,12 @@ def write_report(url: str, inputs: ReportInputs) -> dict[str, str]:
     storage.atomic_write(urls["marginals"], render_marginals(inputs.real, inputs.synthetic, inputs.kinds, chosen))
     storage.atomic_write(urls["latent"], render_latent(inputs.latents, _rank_order(inputs.results), chosen))
     storage.atomic_write(urls["scores"], render_scores(inputs.results))
+    if inputs.images is not None:
+        urls["images"] = storage.join_url(url, "plots", "images.png")
+        gallery = inputs.images
+        png = render_image_grid((gallery.real, gallery.real_labels), gallery.samplers, _rank_order(inputs.results),
+                                gallery.class_names)  # fmt: skip
+        storage.atomic_write(urls["images"], png)
     storage.atomic_write(urls["markdown"], render_markdown(inputs.results).encode())
     storage.write_json(urls["json"], inputs.results)  # last: the commit
     logger.info("wrote the evaluation report to %s", storage.redact_url(url))
@@ -78,6 +104,8 @@ def _check_inputs(inputs: ReportInputs) -> None:
         kind = inputs.kinds.get(column)
         if kind not in KINDS:
             raise DataError(f"column {column!r} has kind {kind!r}; give one of {KINDS} in `kinds`")
+    if "image" in score_kinds(inputs.results) and inputs.images is None:
+        raise DataError("the results hold image scores but ReportInputs.images is None; pass an ImageGallery")
     for name, frame in inputs.synthetic.items():
         missing = [c for c in inputs.real.columns if c not in frame.columns]
         if missing:
@@ -119,36 +147,68 @@ def render_markdown(results: dict[str, Any]) -> str:
         "- [Latent draws on the aggregate posterior's principal components](plots/latent.png)",
         "- [Scores per metric](plots/scores.png)",
     ]
+    if "image" in score_kinds(results):
+        lines.append("- [Images: real, then each sampler](plots/images.png)")
     return "\n".join(lines) + "\n"
 
 
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+TABULAR_COLUMNS: list[Column] = [
+    ("quality", lambda e: format_number(entry_part(e, "quality", "score"))),
+    ("column shapes", lambda e: format_number(entry_part(e, "quality", "column_shapes"))),
+    ("pair trends", lambda e: format_number(entry_part(e, "quality", "column_pair_trends"))),
+    ("detection AUC", lambda e: format_number(e.get("detection_auc"))),
+    ("utility macro-F1", lambda e: format_number(entry_part(e, "utility", "macro_f1"))),
+]
+IMAGE_SCORES = {"frechet_distance": "FD", "precision": "precision", "recall": "recall",
+                "tstr_accuracy": "TSTR accuracy", "conditional_accuracy": "conditional accuracy"}  # fmt: skip
+PRIVACY_COLUMNS: list[Column] = [
+    ("DCR ratio", lambda e: format_number(e["privacy"]["dcr_ratio"])),
+    ("exact copies", lambda e: format_share(e["privacy"]["exact_copy_share"])),
+]
+
+
+def _columns(results: dict[str, Any]) -> list[Column]:
+    """Tabular scores (all of them on a table without images), FD, precision, recall and the accuracies present."""
+    kinds, samplers = score_kinds(results), results["samplers"]
+    image = [_image_column(title, key) for key, title in IMAGE_SCORES.items()
+             if key in ("frechet_distance", "precision", "recall")
+             or any(entry_part(e, "image", key) is not None for e in samplers)]  # fmt: skip
+    if "image" not in kinds:
+        return TABULAR_COLUMNS + PRIVACY_COLUMNS
+    # Beside images, a tabular column shows only where some sampler has it (detection is not run on images).
+    tabular = [column for column in TABULAR_COLUMNS if any(column[1](e) != DASH for e in samplers)]
+    return (tabular if "tabular" in kinds else []) + image + PRIVACY_COLUMNS
+
+
+def _image_column(title: str, key: str) -> Column:
+    return title, lambda e: format_number(entry_part(e, "image", key))
+
+
 def _table(results: dict[str, Any]) -> list[str]:
-    header = [
-        "rank", "sampler", "quality", "column shapes", "pair trends", "detection AUC",
-        "utility macro-F1", "DCR ratio", "exact copies", "privacy ok",
-    ]  # fmt: skip
+    columns = _columns(results)
+    header = ["rank", "sampler", *(title for title, _ in columns), "privacy ok"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     choice = (results.get("choice") or {}).get("name")
     for rank, entry in enumerate(results["samplers"], start=1):
         name = f"`{entry['name']}`" + (" (chosen)" if entry["name"] == choice else "")
         ok = "yes" if entry["privacy_ok"] else "**no**: " + (entry.get("privacy_reason") or "no reason given")
-        lines.append(_row(str(rank), name, entry, ok))
-    lines.append(_row(DASH, "real training rows (ceiling)", results["reference"], DASH))
+        lines.append(_row(str(rank), name, entry, ok, columns))
+    real = f"real training {_unit(results)} (ceiling)"
+    lines.append(_row(DASH, real, results["reference"], DASH, columns))
     return lines
 
 
-def _row(rank: str, name: str, entry: dict[str, Any], ok: str) -> str:
-    quality, privacy, utility = entry["quality"], entry["privacy"], entry.get("utility")
-    cells = [
-        rank,
-        name,
-        format_number(quality["score"]),
-        format_number(quality["column_shapes"]),
-        format_number(quality["column_pair_trends"]),
-        format_number(entry["detection_auc"]), format_number(utility["macro_f1"] if utility else None),
-        format_number(privacy["dcr_ratio"]), format_share(privacy["exact_copy_share"]), ok,
-    ]  # fmt: skip
+def _row(rank: str, name: str, entry: dict[str, Any], ok: str, columns: list[Column]) -> str:
+    cells = [rank, name, *(value_of(entry) for _, value_of in columns), ok]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _unit(results: dict[str, Any]) -> str:
+    """What privacy and the ceiling are measured on: "images" where there are image scores, else "rows"."""
+    return "images" if "image" in score_kinds(results) else "rows"
 
 
 def _support_section(results: dict[str, Any]) -> list[str]:
@@ -208,14 +268,31 @@ def _and(items: list[str]) -> str:
 
 def _chosen_sentence(chosen: dict[str, Any], prior: dict[str, Any] | None, results: dict[str, Any]) -> str:
     other_prior = prior if prior is not None and prior is not chosen else None
+    clauses = _tabular_clauses(chosen, other_prior, results) + _image_clauses(chosen, other_prior, results)
+    utility, ref_utility = chosen.get("utility"), results["reference"].get("utility")
+    if utility:
+        ceiling = f" (trained on real rows: {format_number(ref_utility['macro_f1'])})" if ref_utility else ""
+        clauses.append(f"a classifier trained on them reaches macro-F1 {format_number(utility['macro_f1'])}{ceiling}")
+    clauses.append(_privacy_clause(chosen["privacy"], results))
+    return f"Use `{chosen['name']}` here: " + _and(clauses) + "."
+
+
+def _tabular_clauses(chosen: dict[str, Any], prior: dict[str, Any] | None, results: dict[str, Any]) -> list[str]:
+    """Quality and detection, when the entry has them."""
+    clauses = []
     reference = results["reference"]
-    versus = f"prior: {format_number(other_prior['quality']['score'])}; " if other_prior else ""
-    clauses = [f"it scores {format_number(chosen['quality']['score'])} quality ({versus}real training rows: "
-               f"{format_number(reference['quality']['score'])})"]  # fmt: skip
-    auc = chosen["detection_auc"]
-    hardest = all(auc <= e["detection_auc"] for e in results["samplers"] if e["privacy_ok"])  # among usable ones
-    prior_auc = f" vs {format_number(other_prior['detection_auc'])} for the prior" if other_prior else ""
-    if hardest:
+    if chosen.get("quality") is not None:
+        versus = [f"prior: {format_number(entry_part(prior, 'quality', 'score'))}"] if prior else []
+        if entry_part(reference, "quality", "score") is not None:
+            versus.append(f"real training rows: {format_number(reference['quality']['score'])}")
+        clauses.append(f"it scores {format_number(chosen['quality']['score'])} quality"
+                       + (f" ({'; '.join(versus)})" if versus else ""))  # fmt: skip
+    auc = chosen.get("detection_auc")
+    if auc is None:
+        return clauses
+    usable = [e["detection_auc"] for e in results["samplers"] if e["privacy_ok"] and e.get("detection_auc") is not None]
+    prior_auc = f" vs {format_number(prior.get('detection_auc'))} for the prior" if prior else ""
+    if all(auc <= other for other in usable):  # the hardest among usable ones
         clauses.append(
             f"its rows are the hardest to tell from real ones (detection AUC {format_number(auc)}{prior_auc})"
         )
@@ -223,22 +300,44 @@ def _chosen_sentence(chosen: dict[str, Any], prior: dict[str, Any] | None, resul
         clauses.append(
             f"a classifier tells its rows from real ones with AUC {format_number(auc)}{prior_auc} (0.5 is chance)"
         )
-    utility, ref_utility = chosen.get("utility"), reference.get("utility")
-    if utility:
-        ceiling = f" (trained on real rows: {format_number(ref_utility['macro_f1'])})" if ref_utility else ""
-        clauses.append(f"a classifier trained on them reaches macro-F1 {format_number(utility['macro_f1'])}{ceiling}")
-    privacy = chosen["privacy"]
+    return clauses
+
+
+def _image_clauses(chosen: dict[str, Any], prior: dict[str, Any] | None, results: dict[str, Any]) -> list[str]:
+    """Fréchet distance with precision and recall, TSTR and conditional accuracy, when the entry has them."""
+    image, reference = chosen.get("image"), results["reference"].get("image") or {}
+    if not image:
+        return []
+    versus = f"prior: {format_number(entry_part(prior, 'image', 'frechet_distance'))}; " if prior else ""
+    fd, floor = format_number(image["frechet_distance"]), format_number(reference.get("frechet_floor"))
+    clauses = [f"its images sit at Fréchet distance {fd} from real holdout images ({versus}real training images: "
+               f"{floor}) with precision {format_number(image['precision'])} and recall "
+               f"{format_number(image['recall'])}"]  # fmt: skip
+    if image.get("tstr_accuracy") is not None:
+        ceiling = reference.get("tstr_accuracy")
+        real = f" (trained on real images: {format_number(ceiling)})" if ceiling is not None else ""
+        clauses.append(f"a classifier trained on them reaches accuracy {format_number(image['tstr_accuracy'])} on "
+                       f"real holdout images{real}")  # fmt: skip
+    if image.get("conditional_accuracy") is not None:
+        ceiling = reference.get("conditional_accuracy")
+        real = f" (of real holdout images: {format_share(ceiling)})" if ceiling is not None else ""
+        clauses.append(f"the real-data classifier recognises the requested class in "
+                       f"{format_share(image['conditional_accuracy'])} of them{real}")  # fmt: skip
+    return clauses
+
+
+def _privacy_clause(privacy: dict[str, Any], results: dict[str, Any]) -> str:
+    unit = _unit(results)
     if privacy["dcr_ratio"] >= 1.0:
-        closeness = "they sit no closer to training rows than fresh real rows do"
+        closeness = f"they sit no closer to training {unit} than fresh real {unit} do"
     else:
-        closeness = "they sit slightly closer to training rows than fresh real rows do, within the privacy guard"
+        closeness = f"they sit slightly closer to training {unit} than fresh real {unit} do, within the privacy guard"
     closeness += f" (DCR ratio {format_number(privacy['dcr_ratio'])}"
     if privacy["exact_copy_share"] > 0:
         natural = results.get("real_copy_share")
-        baseline = f" where {format_share(natural)} of real rows repeat another" if natural else ""
+        baseline = f" where {format_share(natural)} of real {unit} repeat another" if natural else ""
         closeness += f", {format_share(privacy['exact_copy_share'])} exact copies{baseline}"
-    clauses.append(closeness + ")")
-    return f"Use `{chosen['name']}` here: " + _and(clauses) + "."
+    return closeness + ")"
 
 
 def _prior_sentence(latent: dict[str, Any], prior: dict[str, Any] | None, chosen: dict[str, Any] | None) -> str:

@@ -1,0 +1,512 @@
+"""Image columns scored as image generators are: in the feature space of a classifier trained on the real images.
+
+Nothing may be downloaded at run time, so there is no Inception network: the feature extractor is a LeNet-size CNN
+trained here, on the real training images, on the label when the table has one and otherwise on a self-supervised
+pretext task (which of four flips was applied, after RotNet: Gidaris et al. 2018, "Unsupervised representation
+learning by predicting image rotations"). Its penultimate layer (84 wide, as LeNet-5's) is the feature space.
+
+`ImageReference.fit` does the real side once per evaluation: the classifier, the holdout features every candidate
+is compared with, the train-on-real accuracy and the privacy baseline. `score` then takes one sampler's images.
+Fidelity and diversity are measured against the *holdout* (the papers use the only real set they have, the
+training set; with a holdout at hand, fresh real images are the target, a generator that copies training images
+scores no better than the training images themselves, and `reference()` is not trivially perfect). Every compared
+set is subsampled (seeded) to the holdout's size, at most `max_images`: FD is biased in 1/n and the k-NN radii
+shrink with n, so equal sizes keep the candidates and the reference comparable (Kynkäänniemi et al. 2019 compare
+equal-sized sets too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from scipy import linalg
+from torch import nn
+
+from vae_pipeline.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+FEATURE_DIM = 84  # LeNet-5's penultimate width
+MIN_SIDE, MAX_SIDE = 8, 64
+NEIGHBOURS = 3  # k-NN balls: Kynkäänniemi et al. use k=3 (Naeem et al. 5); one k keeps the four comparable
+EPOCHS = 8
+BATCH_SIZE = 64
+LEARNING_RATE = 2e-3
+# The training budget with EPOCHS: at most 10,000 28x28 images' worth of pixels (convolution cost grows with H*W),
+# so 10,000 28x28 or 1,914 64x64 images, about 12 s on one core (5,000 28x28 images: 6 s).
+MAX_TRAIN_PIXELS = 10_000 * 28 * 28
+MAX_COMPARED = 5_000  # images per compared set (FD, precision/recall, privacy queries)
+MAX_INDEXED = 20_000  # training images searched for the closest one (exact copies are found among all of them)
+MAX_DCR_RATIO = 100.0  # as privacy.MAX_DCR_RATIO: a finite stand-in for "infinitely far" that JSON can hold
+PRETEXT_CLASSES = 4  # identity, horizontal flip, vertical flip, 180° rotation
+_CHUNK = 512
+
+
+# --- The classifier ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """What rebuilds the classifier: image shape, number of outputs and what they are ("label" or "pretext")."""
+
+    channels: int
+    height: int
+    width: int
+    outputs: int
+    task: str
+
+
+class ImageClassifier(nn.Module):
+    """Two conv + pool blocks, adaptive pooling to 4x4 (so 8x8 and 64x64 inputs both fit), then 128 -> 84 -> out."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.conv = nn.Sequential(
+            nn.Conv2d(config.channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 16, H/2, W/2)
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, H/4, W/4)
+            nn.AdaptiveAvgPool2d(4),  # (B, 32, 4, 4)
+        )  # fmt: skip
+        self.embed = nn.Sequential(
+            nn.Flatten(), nn.Linear(32 * 16, 128), nn.ReLU(), nn.Linear(128, FEATURE_DIM), nn.ReLU()
+        )  # (B, 84)
+        self.head = nn.Linear(FEATURE_DIM, config.outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(self.conv(x)))  # (B, outputs) logits
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.conv(x))  # (B, FEATURE_DIM)
+
+
+def train_classifier(
+    images: np.ndarray, labels: np.ndarray | None, config: ClassifierConfig, *, seed: int, epochs: int = EPOCHS
+) -> ImageClassifier:
+    """Adam on cross-entropy, batches of 64, `epochs` passes over a seeded subsample within MAX_TRAIN_PIXELS.
+
+    Without labels each image gets one of the four pretext transforms at random per step, and the target is which.
+    Initialisation and shuffling draw from `seed` only; the global torch RNG is left as it was.
+    """
+    rng = np.random.default_rng(seed)
+    keep = _subsample(len(images), MAX_TRAIN_PIXELS // (config.height * config.width), rng)
+    x = torch.from_numpy(np.ascontiguousarray(images[keep], dtype=np.float32))
+    y = None if labels is None else torch.from_numpy(labels[keep].astype(np.int64))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ImageClassifier(config)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), BATCH_SIZE):
+            batch = order[start : start + BATCH_SIZE]
+            inputs, targets = (x[batch], y[batch]) if y is not None else _pretext(x[batch], generator)
+            loss = F.cross_entropy(model(inputs), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def _pretext(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image flipped one of four ways (0 identity, 1 left-right, 2 up-down, 3 both: a 180° rotation)."""
+    which = torch.randint(0, PRETEXT_CLASSES, (len(x),), generator=generator)  # (B,)
+    flip_w = ((which == 1) | (which == 3)).view(-1, 1, 1, 1)
+    flip_h = ((which == 2) | (which == 3)).view(-1, 1, 1, 1)
+    x = torch.where(flip_w, x.flip(-1), x)
+    return torch.where(flip_h, x.flip(-2), x), which
+
+
+@torch.no_grad()
+def _outputs(model: ImageClassifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, 84) float64, predicted class (N,)) in batches."""
+    feats, preds = [], []
+    for start in range(0, len(images), _CHUNK // 2):  # 256 64x64 images: 67 MB of first-layer activations
+        f = model.features(torch.from_numpy(np.ascontiguousarray(images[start : start + _CHUNK // 2], np.float32)))
+        feats.append(f.double().numpy())
+        preds.append(model.head(f).argmax(1).numpy())
+    return np.concatenate(feats), np.concatenate(preds)
+
+
+def load_classifier(data: bytes, config: dict[str, Any]) -> ImageClassifier:
+    """Rebuild a classifier from `ImageReference.classifier_bytes()` and `classifier_config()`."""
+    model = ImageClassifier(ClassifierConfig(**config))
+    model.load_state_dict(safetensors.torch.load(data))
+    return model.eval()
+
+
+# --- Metrics on feature sets -------------------------------------------------------------------------------------
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussian fits of two (n, F) feature sets (Heusel et al. 2017, eq. 6).
+
+    d² = |μa - μb|² + tr(Σa + Σb - 2 (Σa Σb)^½). As pytorch-fid does, a singular product (non-finite root) is
+    retried with `eps` added to both diagonals, and so is one whose root has an imaginary diagonal above 1e-3
+    (where pytorch-fid raises: one degenerate sampler should not fail the evaluation); the imaginary part left
+    over is round-off and dropped.
+    """
+    for name, x in (("a", a), ("b", b)):
+        if x.ndim != 2 or len(x) < 2:
+            raise DataError(f"frechet_distance needs (n, F) features with n >= 2; {name} has shape {x.shape}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    with warnings.catch_warnings():  # singular products are expected (dead ReLU units) and handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(cov_a @ cov_b)
+        if not np.isfinite(root).all() or not np.allclose(np.diagonal(root).imag, 0, atol=1e-3):
+            offset = eps * np.eye(len(cov_a))
+            root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    value = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(np.real(root))
+    return max(float(value), 0.0)
+
+
+def knn_radii(x: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """Distance of each point to its k-th nearest *other* point of the same set."""
+    if len(x) <= k:
+        raise DataError(f"k-NN radii need more than k={k} points, got {len(x)}; score more images")
+    out = np.empty(len(x))
+    for start, block in _distance_blocks(x, x):
+        out[start : start + len(block)] = np.partition(block, k, axis=1)[:, k]  # column 0 is the point itself
+    return out
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = NEIGHBOURS) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019, eq. 1-2) with k-NN balls.
+
+    Precision: the share of fake points inside some real point's ball; recall: the share of real points inside
+    some fake point's ball. Balls are open (strict `<`, as Naeem et al.'s reference code), so identical sets score 1.
+    """
+    return _share_covered(fake, real, knn_radii(real, k)), _share_covered(real, fake, knn_radii(fake, k))
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = NEIGHBOURS) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020, eq. 3-4), on the real points' k-NN balls only.
+
+    Density: real balls containing each fake point, averaged and divided by k (about 1 when the distributions
+    match, above 1 where fakes crowd dense real regions); coverage: the share of real balls holding a fake point.
+    """
+    radii = knn_radii(real, k)
+    inside = 0
+    covered = np.zeros(len(real), dtype=bool)
+    for _, block in _distance_blocks(fake, real):
+        hits = block < radii[None, :]  # (chunk, N)
+        inside += int(hits.sum())
+        covered |= hits.any(axis=0)
+    return inside / (k * len(fake)), float(covered.mean())
+
+
+def _share_covered(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:
+    inside = np.zeros(len(points), dtype=bool)
+    for start, block in _distance_blocks(points, centres):
+        inside[start : start + len(block)] = (block < radii[None, :]).any(axis=1)
+    return float(inside.mean())
+
+
+def _distance_blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start, Euclidean distances of a[start:start+chunk] to all of b) to bound memory."""
+    b_sq = np.einsum("ij,ij->i", b, b)
+    for start in range(0, len(a), _CHUNK):
+        chunk = a[start : start + _CHUNK]
+        sq = np.einsum("ij,ij->i", chunk, chunk)[:, None] + b_sq[None, :] - 2 * chunk @ b.T
+        yield start, np.sqrt(np.maximum(sq, 0.0))
+
+
+# --- Privacy -----------------------------------------------------------------------------------------------------
+
+
+def image_hashes(images: np.ndarray) -> np.ndarray:
+    """One 16-byte digest per image after uint8 quantisation: images equal as 8-bit pixels hash equal."""
+    quantised = np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8).reshape(len(images), -1)
+    return np.array([hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in quantised], dtype="S16")
+
+
+def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each (flattened) query to its nearest reference row.
+
+    The search runs in float32 matrix products; the winner's distance is recomputed directly, so a copy gives 0.
+    """
+    q, r = queries.reshape(len(queries), -1), reference.reshape(len(reference), -1)
+    r32 = r.astype(np.float32)
+    r_sq = np.einsum("ij,ij->i", r32, r32)
+    out = np.empty(len(q))
+    for start in range(0, len(q), _CHUNK):
+        chunk = q[start : start + _CHUNK]
+        nearest = np.argmin(r_sq[None, :] - 2 * chunk.astype(np.float32) @ r32.T, axis=1)
+        out[start : start + len(chunk)] = np.linalg.norm(chunk.astype(np.float64) - r[nearest], axis=1)
+    return out
+
+
+def dcr_ratio(synthetic: np.ndarray, real: np.ndarray) -> float:
+    """Synthetic over real distance to the closest training image: medians, or means where the real median is 0.
+
+    The same rule as the tabular `privacy._dcr_ratio`, on distance arrays.
+    """
+    real_median, real_mean, synthetic_mean = float(np.median(real)), float(np.mean(real)), float(np.mean(synthetic))
+    if real_median > 0:
+        return float(np.median(synthetic)) / real_median
+    if real_mean > 0:
+        return min(synthetic_mean / real_mean, MAX_DCR_RATIO)
+    return 1.0 if synthetic_mean == 0 else MAX_DCR_RATIO
+
+
+# --- The reference ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ImageReference:
+    """The real side of an image evaluation, fitted once and reused for every candidate sampler."""
+
+    classifier: ImageClassifier
+    n_classes: int | None  # None: no label, the classifier solves the pretext task
+    seed: int
+    epochs: int
+    max_images: int
+    holdout: np.ndarray  # (M, C, H, W) all holdout images: the TSTR test set
+    holdout_labels: np.ndarray | None
+    holdout_features: np.ndarray  # (m, F) the compared holdout subsample, m <= max_images
+    train_pixels: np.ndarray  # (T, C*H*W) the indexed training images, T <= MAX_INDEXED
+    train_features: np.ndarray  # (T, F) their features
+    train_hashes: np.ndarray  # (N,) one digest per training image, all of them
+    real_distances: dict[str, np.ndarray]  # "pixel", "feature": compared holdout images to the closest indexed one
+    baseline_scores: dict[str, float]
+    reference_scores: dict[str, Any]
+
+    @classmethod
+    def fit(
+        cls,
+        train: np.ndarray,
+        train_labels: np.ndarray | None,
+        holdout: np.ndarray,
+        holdout_labels: np.ndarray | None,
+        *,
+        seed: int,
+        n_classes: int | None = None,
+        max_epochs: int = EPOCHS,
+        max_images: int = MAX_COMPARED,
+    ) -> ImageReference:
+        """Train the classifier on `train` and measure everything the candidates are compared with.
+
+        Args:
+            train, holdout: (N, C, H, W) float images in [0, 1] (scale uint8 by 1/255), 8 to 64 pixels a side.
+            train_labels, holdout_labels: int class codes 0..K-1, both or neither (None: no label column).
+            seed: seeds the classifier, every subsample and every TSTR classifier.
+            n_classes: K; by default one more than the largest label seen.
+            max_epochs: the training budget of every classifier (see `train_classifier`).
+            max_images: the most images in each compared set.
+        """
+        shape = _check_images(train, "train", None)
+        _check_images(holdout, "holdout", shape)
+        n_classes = _classes(train_labels, holdout_labels, n_classes)
+        task = "pretext" if n_classes is None else "label"
+        config = ClassifierConfig(*shape, outputs=n_classes or PRETEXT_CLASSES, task=task)
+        classifier = train_classifier(train, train_labels, config, seed=seed, epochs=max_epochs)
+        rng = np.random.default_rng(seed)
+        held = _subsample(len(holdout), max_images, rng)
+        indexed = train[_subsample(len(train), MAX_INDEXED, rng)]
+        holdout_features, holdout_predicted = _outputs(classifier, holdout)
+        train_features = _outputs(classifier, indexed)[0]
+        train_pixels = indexed.reshape(len(indexed), -1)
+        real = {
+            "pixel": nearest_distances(holdout[held], train_pixels),
+            "feature": nearest_distances(holdout_features[held], train_features),
+        }
+        hashes = image_hashes(train)
+        baseline = _baseline(hashes, real["pixel"])
+        accuracy = None if holdout_labels is None else float(np.mean(holdout_predicted == holdout_labels))
+        # The training images scored as if synthetic; their privacy is the baseline itself (a DCR ratio of 1).
+        scores: dict[str, Any] = fidelity(holdout_features[held], train_features, seed)
+        scores.update(
+            frechet_floor=scores["frechet_distance"], tstr_accuracy=accuracy, conditional_accuracy=accuracy,
+            images=len(train),
+            privacy={"dcr_synthetic_median": baseline["dcr_real_median"], "dcr_synthetic_p05": baseline["dcr_real_p05"],
+                     **baseline, "dcr_ratio": 1.0, "pixel_dcr_ratio": 1.0, "feature_dcr_ratio": 1.0},
+        )  # fmt: skip
+        logger.info("image reference: %d training images, train-on-real accuracy %s", len(train), accuracy)
+        return cls(
+            classifier, n_classes, seed, max_epochs, max_images, holdout, holdout_labels, holdout_features[held],
+            train_pixels, train_features, hashes, real, baseline, scores,
+        )  # fmt: skip
+
+    def score(
+        self, images: np.ndarray, labels: np.ndarray | None = None, requested: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """One sampler's images against the real ones.
+
+        Args:
+            images: (N, C, H, W) float images in [0, 1], the shape the reference was fitted on.
+            labels: their label codes, for train-on-synthetic-test-on-real (TSTR) accuracy.
+            requested: the class each image was asked for (a conditional sampler), for conditional accuracy.
+
+        Returns:
+            frechet_distance, precision, recall, density, coverage; tstr_accuracy and conditional_accuracy (None
+            when not measured); images (how many were scored) and privacy (see `privacy`).
+        """
+        _check_images(images, "synthetic images", self._shape)
+        for name, codes in (("labels", labels), ("requested", requested)):
+            if codes is not None:
+                if self.n_classes is None:
+                    raise DataError(f"the reference was fitted without labels, so `{name}` cannot be scored; "
+                                    "fit it with train_labels and holdout_labels")  # fmt: skip
+                _check_labels(codes, len(images), self.n_classes, name)
+        features, predicted = _outputs(self.classifier, images)
+        scores: dict[str, Any] = fidelity(self.holdout_features, features, self.seed)
+        scores["tstr_accuracy"] = None if labels is None else self._tstr(images, labels)
+        scores["conditional_accuracy"] = None if requested is None else float(np.mean(predicted == requested))
+        scores["images"] = len(images)
+        scores["privacy"] = self.privacy(images, features)
+        return scores
+
+    def privacy(self, images: np.ndarray, features: np.ndarray) -> dict[str, float]:
+        """Distance to the closest training image, in pixels (L2 on [0, 1] values) and in features, and copies.
+
+        Returns the tabular `privacy.privacy` keys, so `privacy.verdict` applies unchanged: DCR medians in pixel
+        space; dcr_ratio the smaller of pixel_dcr_ratio and feature_dcr_ratio (a copy in either space is a copy);
+        exact_copy_share the share of all `images` equal to a training image as 8-bit pixels; rows their number.
+        """
+        rng = np.random.default_rng(self.seed)
+        probe = _subsample(len(images), self.max_images, rng)
+        pixel = nearest_distances(images[probe], self.train_pixels)
+        feature = nearest_distances(features[probe], self.train_features)
+        ratios = dcr_ratio(pixel, self.real_distances["pixel"]), dcr_ratio(feature, self.real_distances["feature"])
+        return {
+            "dcr_synthetic_median": float(np.median(pixel)),
+            "dcr_synthetic_p05": float(np.quantile(pixel, 0.05)),
+            "dcr_real_median": self.baseline_scores["dcr_real_median"],
+            "dcr_real_p05": self.baseline_scores["dcr_real_p05"],
+            "dcr_ratio": min(ratios),
+            "pixel_dcr_ratio": ratios[0],
+            "feature_dcr_ratio": ratios[1],
+            "exact_copy_share": float(np.isin(image_hashes(images), self.train_hashes).mean()),
+            "rows": len(images),
+        }
+
+    def reference(self) -> dict[str, Any]:
+        """The training images scored as if synthetic, in `score`'s shape, plus frechet_floor.
+
+        frechet_floor (= its frechet_distance) is the FD that copying the training set reaches at this sample size
+        (in a classifier trained on those images, so a little above what fresh real images would reach);
+        tstr_accuracy and conditional_accuracy are the real classifier's holdout accuracy; privacy is the baseline
+        (holdout images against the training images, DCR ratio 1).
+        """
+        return {**self.reference_scores, "privacy": dict(self.reference_scores["privacy"])}
+
+    def baseline(self) -> dict[str, float]:
+        """What `privacy.verdict` compares with: exact_copy_share, rows and dcr_real_median, _p05 and _mean."""
+        return dict(self.baseline_scores)
+
+    def classifier_bytes(self) -> bytes:
+        """The classifier's weights as safetensors bytes (rebuild with `load_classifier`)."""
+        return safetensors.torch.save({k: v.contiguous() for k, v in self.classifier.state_dict().items()})
+
+    def classifier_config(self) -> dict[str, Any]:
+        """The JSON-able config that, with `classifier_bytes`, rebuilds the classifier."""
+        return asdict(self.classifier.config)
+
+    @property
+    def _shape(self) -> tuple[int, int, int]:
+        config = self.classifier.config
+        return config.channels, config.height, config.width
+
+    def _tstr(self, images: np.ndarray, labels: np.ndarray) -> float:
+        """Holdout accuracy of a fresh classifier (the real one's seed and budget) trained on synthetic images."""
+        model = train_classifier(images, labels, self.classifier.config, seed=self.seed, epochs=self.epochs)
+        return float(np.mean(_outputs(model, self.holdout)[1] == self.holdout_labels))
+
+
+def fidelity(real: np.ndarray, fake: np.ndarray, seed: int) -> dict[str, float]:
+    """FD, precision/recall and density/coverage of a seeded subsample of `fake` the size of `real`, against it."""
+    fake = fake[_subsample(len(fake), len(real), np.random.default_rng(seed))]
+    precision, recall = precision_recall(real, fake)
+    density, coverage = density_coverage(real, fake)
+    return {
+        "frechet_distance": frechet_distance(real, fake),
+        "precision": precision,
+        "recall": recall,
+        "density": density,
+        "coverage": coverage,
+    }
+
+
+def _classes(train: np.ndarray | None, holdout: np.ndarray | None, n_classes: int | None) -> int | None:
+    """K for labelled images (given, else one more than the largest code), None without labels."""
+    if train is None or holdout is None:
+        if (train is None) != (holdout is None):
+            raise DataError("give labels for both train and holdout images or for neither (None)")
+        return None
+    n_classes = n_classes or int(max(train.max(initial=0), holdout.max(initial=0))) + 1
+    _check_labels(train, len(train), n_classes, "train_labels")
+    _check_labels(holdout, len(holdout), n_classes, "holdout_labels")
+    return n_classes
+
+
+def _baseline(hashes: np.ndarray, pixel: np.ndarray) -> dict[str, float]:
+    """Copies among the training images (leave-one-out: the share with a twin) and holdout-to-train pixel DCR."""
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    return {
+        "exact_copy_share": float((counts[inverse] > 1).mean()),
+        "rows": len(hashes),
+        "dcr_real_median": float(np.median(pixel)),
+        "dcr_real_p05": float(np.quantile(pixel, 0.05)),
+        "dcr_real_mean": float(np.mean(pixel)),
+    }
+
+
+def _check_images(images: np.ndarray, name: str, shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    """(C, H, W) of valid images: a float (N, C, H, W) array in [0, 1], 8..64 a side, `shape` when given."""
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or len(images) == 0:
+        raise DataError(f"{name} must be a non-empty (N, C, H, W) numpy array, got {getattr(images, 'shape', images)}")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise DataError(
+            f"{name} have dtype {images.dtype}; give float32 values in [0, 1] (scale uint8 images by 1/255)"
+        )
+    found = (images.shape[1], images.shape[2], images.shape[3])
+    if shape is not None and found != shape:
+        raise DataError(f"{name} are {found} (C, H, W) but the reference images are {shape}; give that shape")
+    if not MIN_SIDE <= min(found[1:]) <= max(found[1:]) <= MAX_SIDE:
+        raise DataError(f"{name} are {found[1]}x{found[2]}; image metrics take {MIN_SIDE} to {MAX_SIDE} pixels a side")
+    bad = images[~((images >= 0) & (images <= 1))]  # NaN fails both tests
+    if bad.size:
+        raise DataError(f"{name} hold values outside [0, 1], e.g. {bad[:3].tolist()}; scale uint8 images by 1/255")
+    return found
+
+
+def _check_labels(labels: np.ndarray, n: int, n_classes: int, name: str) -> None:
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{name} must be {n} integer class codes, got dtype {labels.dtype} shape {labels.shape}")
+    bad = labels[(labels < 0) | (labels >= n_classes)]
+    if bad.size:
+        raise DataError(f"{name} hold codes {sorted(set(bad.tolist()))[:3]} outside 0..{n_classes - 1}; "
+                        "give codes 0..K-1 or a larger n_classes")  # fmt: skip
+
+
+# --- The composite -----------------------------------------------------------------------------------------------
+
+
+def image_composite(score: dict[str, Any], reference: dict[str, Any]) -> float:
+    """One number in [0, 1], higher is better, from `ImageReference.score` against `ImageReference.reference()`.
+
+    The mean of: min(1, frechet_floor / frechet_distance) (1 at or below the FD the training images reach),
+    precision, recall, and min(1, tstr_accuracy / train-on-real accuracy) when both accuracies exist. Each
+    component is monotone in its metric, so improving one metric never lowers the composite.
+    """
+    floor, distance = reference["frechet_floor"], score["frechet_distance"]
+    components = [1.0 if distance <= floor else floor / distance, score["precision"], score["recall"]]
+    tstr, ceiling = score.get("tstr_accuracy"), reference.get("tstr_accuracy")
+    if tstr is not None and ceiling:
+        components.append(min(1.0, tstr / ceiling))
+    return float(np.clip(np.mean(components), 0.0, 1.0))
+
+
+def _subsample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(n) if n <= limit else np.sort(rng.choice(n, size=limit, replace=False))
