@@ -26,123 +26,27 @@ from typing import Any
 
 import numpy as np
 import safetensors.torch
-import torch
-import torch.nn.functional as F
 from scipy import linalg
-from torch import nn
 
 from vae_pipeline.errors import DataError
+from vae_pipeline.evaluation import dcr
+from vae_pipeline.evaluation.image_classifier import (
+    EPOCHS,
+    PRETEXT_CLASSES,
+    ClassifierConfig,
+    ImageClassifier,
+    class_outputs,
+    subsample,
+    train_classifier,
+)
 
 logger = logging.getLogger(__name__)
 
-FEATURE_DIM = 84  # LeNet-5's penultimate width
 MIN_SIDE, MAX_SIDE = 8, 64
 NEIGHBOURS = 3  # k-NN balls: Kynkäänniemi et al. use k=3 (Naeem et al. 5); one k keeps the four comparable
-EPOCHS = 8
-BATCH_SIZE = 64
-LEARNING_RATE = 2e-3
-# The training budget with EPOCHS: at most 10,000 28x28 images' worth of pixels (convolution cost grows with H*W),
-# so 10,000 28x28 or 1,914 64x64 images, about 12 s on one core (5,000 28x28 images: 6 s).
-MAX_TRAIN_PIXELS = 10_000 * 28 * 28
 MAX_COMPARED = 5_000  # images per compared set (FD, precision/recall, privacy queries)
 MAX_INDEXED = 20_000  # training images searched for the closest one (exact copies are found among all of them)
-MAX_DCR_RATIO = 100.0  # as privacy.MAX_DCR_RATIO: a finite stand-in for "infinitely far" that JSON can hold
-PRETEXT_CLASSES = 4  # identity, horizontal flip, vertical flip, 180° rotation
 _CHUNK = 512
-
-
-# --- The classifier ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """What rebuilds the classifier: image shape, number of outputs and what they are ("label" or "pretext")."""
-
-    channels: int
-    height: int
-    width: int
-    outputs: int
-    task: str
-
-
-class ImageClassifier(nn.Module):
-    """Two conv + pool blocks, adaptive pooling to 4x4 (so 8x8 and 64x64 inputs both fit), then 128 -> 84 -> out."""
-
-    def __init__(self, config: ClassifierConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.conv = nn.Sequential(
-            nn.Conv2d(config.channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 16, H/2, W/2)
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, H/4, W/4)
-            nn.AdaptiveAvgPool2d(4),  # (B, 32, 4, 4)
-        )  # fmt: skip
-        self.embed = nn.Sequential(
-            nn.Flatten(), nn.Linear(32 * 16, 128), nn.ReLU(), nn.Linear(128, FEATURE_DIM), nn.ReLU()
-        )  # (B, 84)
-        self.head = nn.Linear(FEATURE_DIM, config.outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(self.conv(x)))  # (B, outputs) logits
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.conv(x))  # (B, FEATURE_DIM)
-
-
-def train_classifier(
-    images: np.ndarray, labels: np.ndarray | None, config: ClassifierConfig, *, seed: int, epochs: int = EPOCHS
-) -> ImageClassifier:
-    """Adam on cross-entropy, batches of 64, `epochs` passes over a seeded subsample within MAX_TRAIN_PIXELS.
-
-    Without labels each image gets one of the four pretext transforms at random per step, and the target is which.
-    Initialisation and shuffling draw from `seed` only; the global torch RNG is left as it was.
-    """
-    rng = np.random.default_rng(seed)
-    keep = _subsample(len(images), MAX_TRAIN_PIXELS // (config.height * config.width), rng)
-    x = torch.from_numpy(np.ascontiguousarray(images[keep], dtype=np.float32))
-    y = None if labels is None else torch.from_numpy(labels[keep].astype(np.int64))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ImageClassifier(config)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), BATCH_SIZE):
-            batch = order[start : start + BATCH_SIZE]
-            inputs, targets = (x[batch], y[batch]) if y is not None else _pretext(x[batch], generator)
-            loss = F.cross_entropy(model(inputs), targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
-
-
-def _pretext(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each image flipped one of four ways (0 identity, 1 left-right, 2 up-down, 3 both: a 180° rotation)."""
-    which = torch.randint(0, PRETEXT_CLASSES, (len(x),), generator=generator)  # (B,)
-    flip_w = ((which == 1) | (which == 3)).view(-1, 1, 1, 1)
-    flip_h = ((which == 2) | (which == 3)).view(-1, 1, 1, 1)
-    x = torch.where(flip_w, x.flip(-1), x)
-    return torch.where(flip_h, x.flip(-2), x), which
-
-
-@torch.no_grad()
-def _outputs(model: ImageClassifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, 84) float64, predicted class (N,)) in batches."""
-    feats, preds = [], []
-    for start in range(0, len(images), _CHUNK // 2):  # 256 64x64 images: 67 MB of first-layer activations
-        f = model.features(torch.from_numpy(np.ascontiguousarray(images[start : start + _CHUNK // 2], np.float32)))
-        feats.append(f.double().numpy())
-        preds.append(model.head(f).argmax(1).numpy())
-    return np.concatenate(feats), np.concatenate(preds)
-
-
-def load_classifier(data: bytes, config: dict[str, Any]) -> ImageClassifier:
-    """Rebuild a classifier from `ImageReference.classifier_bytes()` and `classifier_config()`."""
-    model = ImageClassifier(ClassifierConfig(**config))
-    model.load_state_dict(safetensors.torch.load(data))
-    return model.eval()
 
 
 # --- Metrics on feature sets -------------------------------------------------------------------------------------
@@ -248,16 +152,10 @@ def nearest_distances(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def dcr_ratio(synthetic: np.ndarray, real: np.ndarray) -> float:
-    """Synthetic over real distance to the closest training image: medians, or means where the real median is 0.
-
-    The same rule as the tabular `privacy._dcr_ratio`, on distance arrays.
-    """
-    real_median, real_mean, synthetic_mean = float(np.median(real)), float(np.mean(real)), float(np.mean(synthetic))
-    if real_median > 0:
-        return float(np.median(synthetic)) / real_median
-    if real_mean > 0:
-        return min(synthetic_mean / real_mean, MAX_DCR_RATIO)
-    return 1.0 if synthetic_mean == 0 else MAX_DCR_RATIO
+    """Synthetic over real distance to the closest training image, by the tabular guard's rule (`dcr.ratio`)."""
+    return dcr.ratio(
+        float(np.median(synthetic)), float(np.mean(synthetic)), float(np.median(real)), float(np.mean(real))
+    )
 
 
 # --- The reference ---------------------------------------------------------------------------------------------
@@ -312,10 +210,10 @@ class ImageReference:
         config = ClassifierConfig(*shape, outputs=n_classes or PRETEXT_CLASSES, task=task)
         classifier = train_classifier(train, train_labels, config, seed=seed, epochs=max_epochs)
         rng = np.random.default_rng(seed)
-        held = _subsample(len(holdout), max_images, rng)
-        indexed = train[_subsample(len(train), MAX_INDEXED, rng)]
-        holdout_features, holdout_predicted = _outputs(classifier, holdout)
-        train_features = _outputs(classifier, indexed)[0]
+        held = subsample(len(holdout), max_images, rng)
+        indexed = train[subsample(len(train), MAX_INDEXED, rng)]
+        holdout_features, holdout_predicted = class_outputs(classifier, holdout)
+        train_features = class_outputs(classifier, indexed)[0]
         train_pixels = indexed.reshape(len(indexed), -1)
         real = {
             "pixel": nearest_distances(holdout[held], train_pixels),
@@ -359,7 +257,7 @@ class ImageReference:
                     raise DataError(f"the reference was fitted without labels, so `{name}` cannot be scored; "
                                     "fit it with train_labels and holdout_labels")  # fmt: skip
                 _check_labels(codes, len(images), self.n_classes, name)
-        features, predicted = _outputs(self.classifier, images)
+        features, predicted = class_outputs(self.classifier, images)
         scores: dict[str, Any] = fidelity(self.holdout_features, features, self.seed)
         scores["tstr_accuracy"] = None if labels is None else self._tstr(images, labels)
         scores["conditional_accuracy"] = None if requested is None else float(np.mean(predicted == requested))
@@ -375,7 +273,7 @@ class ImageReference:
         exact_copy_share the share of all `images` equal to a training image as 8-bit pixels; rows their number.
         """
         rng = np.random.default_rng(self.seed)
-        probe = _subsample(len(images), self.max_images, rng)
+        probe = subsample(len(images), self.max_images, rng)
         pixel = nearest_distances(images[probe], self.train_pixels)
         feature = nearest_distances(features[probe], self.train_features)
         ratios = dcr_ratio(pixel, self.real_distances["pixel"]), dcr_ratio(feature, self.real_distances["feature"])
@@ -421,12 +319,12 @@ class ImageReference:
     def _tstr(self, images: np.ndarray, labels: np.ndarray) -> float:
         """Holdout accuracy of a fresh classifier (the real one's seed and budget) trained on synthetic images."""
         model = train_classifier(images, labels, self.classifier.config, seed=self.seed, epochs=self.epochs)
-        return float(np.mean(_outputs(model, self.holdout)[1] == self.holdout_labels))
+        return float(np.mean(class_outputs(model, self.holdout)[1] == self.holdout_labels))
 
 
 def fidelity(real: np.ndarray, fake: np.ndarray, seed: int) -> dict[str, float]:
     """FD, precision/recall and density/coverage of a seeded subsample of `fake` the size of `real`, against it."""
-    fake = fake[_subsample(len(fake), len(real), np.random.default_rng(seed))]
+    fake = fake[subsample(len(fake), len(real), np.random.default_rng(seed))]
     precision, recall = precision_recall(real, fake)
     density, coverage = density_coverage(real, fake)
     return {
@@ -506,7 +404,3 @@ def image_composite(score: dict[str, Any], reference: dict[str, Any]) -> float:
     if tstr is not None and ceiling:
         components.append(min(1.0, tstr / ceiling))
     return float(np.clip(np.mean(components), 0.0, 1.0))
-
-
-def _subsample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
-    return np.arange(n) if n <= limit else np.sort(rng.choice(n, size=limit, replace=False))

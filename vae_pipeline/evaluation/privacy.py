@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
+from vae_pipeline.evaluation import dcr
 from vae_pipeline.evaluation.metrics import NULL_TEXT, normalise, require_rows, subsample
 
 _NN_CHUNK_ROWS = 1024
-MAX_DCR_RATIO = 100.0
+MAX_DCR_RATIO = dcr.MAX_DCR_RATIO  # re-exported: callers and tests read it here
 
 
 @dataclass(frozen=True)
@@ -155,17 +156,9 @@ def verdict(
 
 
 def _dcr_ratio(synthetic: np.ndarray, baseline: dict[str, float]) -> float:
-    """Synthetic over real distance to the closest training record: medians, or means where the real median is 0.
-
-    Where most training rows repeat another, the real median is 0 and compares nothing, while the means still tell
-    how far rows sit on average. Where every real row has a twin (both real figures 0), rows that copy tie (1.0)
-    and rows that sit farther pass with `MAX_DCR_RATIO`, a finite stand-in for infinity that JSON can hold.
-    """
-    if baseline["dcr_real_median"] > 0:
-        return float(np.median(synthetic)) / baseline["dcr_real_median"]
-    if baseline["dcr_real_mean"] > 0:
-        return min(float(np.mean(synthetic)) / baseline["dcr_real_mean"], MAX_DCR_RATIO)
-    return 1.0 if float(np.mean(synthetic)) == 0 else MAX_DCR_RATIO
+    """Synthetic over real distance to the closest training record, by `dcr.ratio`'s rule."""
+    synthetic_median, synthetic_mean = float(np.median(synthetic)), float(np.mean(synthetic))
+    return dcr.ratio(synthetic_median, synthetic_mean, baseline["dcr_real_median"], baseline["dcr_real_mean"])
 
 
 def _fit_distance_encoder(train: pd.DataFrame, kinds: dict[str, str]) -> dict[str, Any]:

@@ -16,10 +16,14 @@ from vae_pipeline import executor
 from vae_pipeline.config import EvaluationConfig
 from vae_pipeline.errors import DataError
 from vae_pipeline.evaluation import privacy
-from vae_pipeline.evaluation.image_metrics import (
+from vae_pipeline.evaluation.image_classifier import (
     FEATURE_DIM,
     ClassifierConfig,
     ImageClassifier,
+    load_classifier,
+    train_classifier,
+)
+from vae_pipeline.evaluation.image_metrics import (
     ImageReference,
     dcr_ratio,
     density_coverage,
@@ -27,10 +31,8 @@ from vae_pipeline.evaluation.image_metrics import (
     image_composite,
     image_hashes,
     knn_radii,
-    load_classifier,
     nearest_distances,
     precision_recall,
-    train_classifier,
 )
 
 SCORE_KEYS = {"frechet_distance", "precision", "recall", "density", "coverage", "tstr_accuracy",
