@@ -22,7 +22,8 @@ from fsspec.spec import AbstractFileSystem
 from vae_pipeline import storage
 from vae_pipeline.config import DataConfig
 from vae_pipeline.errors import DataError
-from vae_pipeline.image_inputs import ImageConversion, image_layout, npz_table, plan_images
+from vae_pipeline.image_inputs import ImageConversion, image_layout, plan_images
+from vae_pipeline.npz_input import npz_table
 
 _UNSUPPORTED = (pa.types.is_nested, pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
 CSV_NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]

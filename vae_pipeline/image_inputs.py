@@ -2,7 +2,7 @@
 
 Three column layouts hold images the pipeline can read: encoded files (binary PNG or JPEG bytes), Hugging Face's
 image feature (`struct<bytes, path>`) and Ray Data's own tensor types; a canonical fixed-shape tensor is taken as it
-is. A MedMNIST-style `.npz` archive becomes an `image` + `label` table (`npz_table`). `plan_images` decides once,
+is (a MedMNIST-style `.npz` archive is read by `npz_input.py`). `plan_images` decides once,
 from the schema and the first image, how each column converts; `ImageConversion.convert` applies that to every
 batch, in `TableSource.batches()` and in Ray Data's `map_batches`, so nothing downstream ever sees bytes.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -30,7 +29,6 @@ Batch = TypeVar("Batch", pa.RecordBatch, pa.Table)
 RowNamer = Callable[[int], str]
 # Ray Data writes these when it stores numpy arrays; without Ray imported they read back as plain lists.
 RAY_TENSOR_NAMES = frozenset({"ray.data.arrow_tensor", "ray.data.arrow_tensor_v2"})
-NPZ_SPLITS = ("train", "val", "test")  # MedMNIST's names, and the order of the rows
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _PROBE_ROWS = 256
 
@@ -164,7 +162,7 @@ def decode_image(data: bytes, column: str, where: str) -> np.ndarray:
         # Pillow's own message for unknown bytes names an in-memory file object, nothing the user can act on.
         reason = "not a PNG, JPEG or other format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
         raise DataError(
-            f"column '{column}' {where} cannot be decoded as an image ({_first_line(reason)}); "
+            f"column '{column}' {where} cannot be decoded as an image ({first_line(reason)}); "
             "if the column holds no images, add it to data.drop_columns"
         ) from exc
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
@@ -239,93 +237,6 @@ def _tensor_pixels(chunk: pa.Array, name: str, shape: tuple[int, int, int]) -> n
     return storage.flatten().to_numpy(zero_copy_only=False).reshape(len(storage), *shape)
 
 
-def npz_table(content: bytes, url: str) -> pa.Table:
-    """A MedMNIST-style `.npz` archive -> a table of `image` (canonical) and `label` (int64) columns.
-
-    The archive holds `train_images` and `train_labels`, and optionally `val_*` and `test_*`; the rows are train,
-    then val, then test, in file order (the pipeline makes its own holdout split). Images are (N, H, W) or
-    channels-last (N, H, W, C), uint8 or float; labels (N,) or (N, 1) integers.
-
-    Args:
-        content: the file's bytes.
-        url: the file's location (credentials redacted), for messages.
-
-    Raises:
-        DataError: not an .npz archive, missing arrays, or arrays of another shape or dtype.
-    """
-    arrays = _npz_arrays(content, url)
-    splits = [split for split in NPZ_SPLITS if split == "train" or {f"{split}_images", f"{split}_labels"} & set(arrays)]
-    missing = [
-        f"{split}_{kind}" for split in splits for kind in ("images", "labels") if f"{split}_{kind}" not in arrays
-    ]
-    if missing:
-        raise DataError(
-            f"{url} has arrays {sorted(arrays)}, missing {missing}; expected train_images and train_labels, "
-            "and optionally val_images/val_labels and test_images/test_labels"
-        )
-    images = {split: _npz_images(arrays[f"{split}_images"], f"{split}_images", url) for split in splits}
-    labels = [_npz_labels(arrays[f"{split}_labels"], f"{split}_labels", len(images[split]), url) for split in splits]
-    first = images["train"]
-    for split, values in images.items():
-        if values.shape[1:] != first.shape[1:] or values.dtype != first.dtype:
-            raise DataError(
-                f"{url}: train_images are {first.shape[1:]} {first.dtype} but {split}_images are "
-                f"{values.shape[1:]} {values.dtype}; every split must hold images of one shape and dtype"
-            )
-    return pa.table({"image": image_array(np.concatenate(list(images.values()))), "label": np.concatenate(labels)})
-
-
-def _npz_arrays(content: bytes, url: str) -> dict[str, np.ndarray]:
-    try:
-        loaded = np.load(io.BytesIO(content), allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataError(
-                f"{url} holds one array, not an .npz archive of named arrays; "
-                "write it with numpy.savez(path, train_images=..., train_labels=...)"
-            )
-        with loaded:
-            return {name: loaded[name] for name in loaded.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(
-            f"cannot read {url} as .npz: {_first_line(exc)}; write it with numpy.savez or set data.format"
-        ) from exc
-
-
-def _npz_images(array: np.ndarray, name: str, url: str) -> np.ndarray:
-    """(N, H, W) or channels-last (N, H, W, C) -> (N, C, H, W) uint8 or float32, without losing a value."""
-    if array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim == 4 and array.shape[3] in (1, 3, 4):
-        array = array.transpose(0, 3, 1, 2)
-    else:
-        raise DataError(
-            f"{url}: {name} has shape {array.shape}; images are (N, H, W) or channels-last (N, H, W, C) "
-            "with C of 1, 3 or 4"
-        )
-    if array.dtype == np.uint8 or array.dtype == np.float32:
-        return array
-    if array.dtype.kind == "f":
-        return array.astype(np.float32)
-    if array.dtype.kind in "iu" and (not array.size or (array.min() >= 0 and array.max() <= 255)):
-        return array.astype(np.uint8)  # 0..255 integers stored wider: the same values
-    raise DataError(f"{url}: {name} has {array.dtype} values; save the images as uint8 (0..255) or float32")
-
-
-def _npz_labels(array: np.ndarray, name: str, rows: int, url: str) -> np.ndarray:
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim == 2:
-        raise DataError(
-            f"{url}: {name} has shape {array.shape}, {array.shape[1]} labels per image (multi-label), "
-            "which is not supported; keep one label per image"
-        )
-    if array.shape != (rows,):
-        raise DataError(f"{url}: {name} has shape {array.shape} for {rows} images; labels are (N,) or (N, 1)")
-    if array.dtype.kind not in "iu":
-        raise DataError(f"{url}: {name} has {array.dtype} values; labels must be integers")
-    return array.astype(np.int64)
-
-
 def _row_namer(first_row: int | None, offset: int) -> RowNamer:
     """How errors name a chunk's row: its row in the table, or only in its batch under Ray Data."""
     if first_row is None:
@@ -381,6 +292,6 @@ def _checked_shape(name: str, shape: tuple[int, ...], value_type: pa.DataType) -
     return channels, height, width
 
 
-def _first_line(reason: BaseException | str) -> str:
+def first_line(reason: BaseException | str) -> str:
     text = str(reason).strip()
     return text.splitlines()[0][:200] if text else type(reason).__name__

@@ -133,7 +133,7 @@ def _draw(mosaics: list[np.ndarray], cols: int, captions: list[str], classes: li
         ax.set_xticks([])
         if i == 0 and classes:
             step = mosaic.shape[1] / len(classes)
-            ax.set_xticks((np.arange(len(classes)) + 0.5) * step - 0.5, classes, fontsize=7)
+            ax.set_xticks((np.arange(len(classes)) + 0.5) * step - 0.5, classes, fontsize=7, rotation=30, ha="left")
             ax.xaxis.tick_top()
         y -= gap
     buffer = io.BytesIO()

@@ -1,6 +1,6 @@
 """Scoring a table with an image column: a domain classifier's view of the images, their labels and privacy.
 
-The real side (`image_metrics.ImageReference`: a LeNet trained on the real training images, its features of the
+The real side (`image_reference.ImageReference`: a LeNet trained on the real training images, its features of the
 training and holdout images, the privacy baseline) is fitted once per evaluation. Each candidate is scored on its
 images (Fréchet distance in the classifier's features, precision/recall, density/coverage), on its labels when the
 table has one (train-on-synthetic-test-on-real accuracy, and how often the real classifier gives each image the
@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from vae_pipeline.config import EvaluationConfig
 from vae_pipeline.evaluation import metrics
-from vae_pipeline.evaluation.image_metrics import ImageReference, image_composite
+from vae_pipeline.evaluation.image_metrics import image_composite
+from vae_pipeline.evaluation.image_reference import ImageReference
 from vae_pipeline.evaluation.report import ImageGallery, ReportInputs
 from vae_pipeline.evaluation.sampling import RealSample
 from vae_pipeline.transforms.table import TableTransform

@@ -24,7 +24,6 @@ from vae_pipeline.evaluation.image_classifier import (
     train_classifier,
 )
 from vae_pipeline.evaluation.image_metrics import (
-    ImageReference,
     dcr_ratio,
     density_coverage,
     frechet_distance,
@@ -34,6 +33,7 @@ from vae_pipeline.evaluation.image_metrics import (
     nearest_distances,
     precision_recall,
 )
+from vae_pipeline.evaluation.image_reference import ImageReference
 
 SCORE_KEYS = {"frechet_distance", "precision", "recall", "density", "coverage", "tstr_accuracy",
               "conditional_accuracy", "images", "privacy"}  # fmt: skip

@@ -19,8 +19,9 @@ from vae_pipeline import executor, storage
 from vae_pipeline.config import EvaluationConfig
 from vae_pipeline.errors import DataError
 from vae_pipeline.evaluation import privacy
-from vae_pipeline.evaluation.image_metrics import ImageReference, image_composite
+from vae_pipeline.evaluation.image_metrics import image_composite
 from vae_pipeline.evaluation.image_plots import MAX_SAMPLERS, render_image_grid
+from vae_pipeline.evaluation.image_reference import ImageReference
 from vae_pipeline.evaluation.plots import render_scores
 from vae_pipeline.evaluation.report import ImageGallery, ReportInputs, render_markdown, verdict, write_report
 from vae_pipeline.evaluation.store import REPORT_FORMAT
