@@ -14,7 +14,7 @@ from vae_pipeline.errors import StorageError
 EVALUATION_DIR = "evaluation"
 REPORT_FILE = "report.json"
 MARKDOWN_FILE = "report.md"
-REPORT_FORMAT = "vae-pipeline/evaluation/v2"  # v2: the privacy baseline comes from the training rows
+REPORT_FORMAT = "vae-pipeline/evaluation/v3"  # v2: the privacy baseline comes from the training rows; v3: image scores
 
 
 def default_evaluation_url(model_url: str) -> str:

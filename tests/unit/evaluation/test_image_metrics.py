@@ -214,7 +214,8 @@ def test_fresh_real_images_score_like_the_holdout_and_pass(
     assert scores["precision"] == scores["recall"] == scores["coverage"] == 1.0
     assert scores["conditional_accuracy"] == labelled.reference()["conditional_accuracy"]
     assert 0.7 < scores["tstr_accuracy"] <= 1.0  # trained on 397 images instead of 1,400
-    assert scores["privacy"]["dcr_ratio"] == 1.0 and scores["privacy"]["exact_copy_share"] == 0.0
+    # Half of them are the fresh real images the ratio searches, so they sit far nearer those than training images.
+    assert scores["privacy"]["dcr_ratio"] > 1.0 and scores["privacy"]["exact_copy_share"] == 0.0
     assert _verdict(scores["privacy"], labelled.baseline()) == (True, None)
     assert image_composite(scores, labelled.reference()) > 0.9
 

@@ -15,6 +15,7 @@ from vae_pipeline import storage
 from vae_pipeline.errors import DataError
 from vae_pipeline.evaluation.plots import MAX_COLUMNS, marginal_columns, project_latents
 from vae_pipeline.evaluation.report import ReportInputs, render_markdown, verdict, write_report
+from vae_pipeline.evaluation.store import REPORT_FORMAT
 
 PENGUINS_CSV = Path(__file__).resolve().parents[3] / "data" / "penguins.csv"
 KINDS = {
@@ -54,7 +55,7 @@ def _results() -> dict[str, Any]:
         _entry("prior", 0.781, 0.834, 1.12, 0.58),
     ]
     return {
-        "format": "vae-pipeline/evaluation/v2",
+        "format": REPORT_FORMAT,
         "model_fingerprint": "3f2a9c1b",
         "seed": 7,
         "label_column": "species",
