@@ -88,6 +88,10 @@ def apply_flags(base: PipelineConfig, **flags: Any) -> PipelineConfig:
         "training.epochs": flags.get("epochs"),
         "sampler.name": flags.get("sampler"),
         "sampler.temperature": flags.get("temperature"),
+        "augment.target": flags.get("target"),
+        "augment.synthetic_only": True if flags.get("synthetic_only") else None,
+        "augment.provenance_column": flags.get("provenance_column"),
+        "augment.enabled": True if flags.get("augment") else None,
     }
     for key in ("training.seed", "statistics.seed", "generation.seed"):
         overrides[key] = seed
@@ -131,9 +135,69 @@ def run(
         resume=resume,
         no_privacy_guard=no_privacy_guard,
     )
+    _run_flow(pipeline, "run", verbose)
+
+
+TargetOpt = Annotated[
+    str | None,
+    typer.Option("--target", help="balance (default), ratio:R (up to R x the majority), or CLASS=N,CLASS=N (totals)"),
+]
+SyntheticOnlyOpt = Annotated[bool, typer.Option("--synthetic-only", help="write only the synthetic rows")]
+ProvenanceOpt = Annotated[
+    str | None, typer.Option("--provenance-column", help="boolean column marking synthetic rows (default: synthetic)")
+]
+
+
+@app.command()
+def augment(
+    config: ConfigOpt = None,
+    input: InputOpt = None,
+    label: LabelOpt = None,
+    output: OutputOpt = None,
+    target: TargetOpt = None,
+    model: ModelOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    sampler: SamplerOpt = None,
+    synthetic_only: SyntheticOnlyOpt = False,
+    provenance_column: ProvenanceOpt = None,
+    workers: WorkersOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    no_privacy_guard: GuardOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Top up each class of --label to --target: the real rows plus exactly the synthetic rows each class needs.
+
+    The flow of `run` (train -> stats -> evaluate -> generate); each class's rows are drawn from its own latents
+    (the conditional sampler, or any sampler under a CVAE), and a provenance column marks them.
+    """
+    pipeline = build_config(
+        config,
+        input=input,
+        label=label,
+        output=output,
+        target=target,
+        model=model,
+        epochs=epochs,
+        seed=seed,
+        sampler=sampler,
+        synthetic_only=synthetic_only,
+        provenance_column=provenance_column,
+        workers=workers,
+        overwrite=overwrite,
+        resume=resume,
+        no_privacy_guard=no_privacy_guard,
+        augment=True,
+    )
+    _run_flow(pipeline, "augment", verbose)
+
+
+def _run_flow(pipeline: PipelineConfig, command: str, verbose: bool) -> None:
+    """Preflight, then the flow under Prefect (or the reuse of every step), then the dataset's summary."""
     preflight(pipeline)
     started = time.perf_counter()
-    with session(pipeline.model_url, "run", verbose=verbose) as current:
+    with session(pipeline.model_url, command, verbose=verbose) as current:
         reused = reused_run(pipeline)
         if reused is not None:  # nothing to do: said without starting Prefect's server or Ray
             for step, summary in reused:
@@ -374,8 +438,14 @@ def preflight(pipeline: PipelineConfig, *, check_output: bool = True) -> None:
     from vae_pipeline.executor import check_local_settings
     from vae_pipeline.generation.output import check_output_free
 
-    open_source(pipeline.data)
+    source = open_source(pipeline.data)
     check_local_settings(pipeline)
+    if pipeline.augment.enabled and pipeline.data.label_column:
+        from vae_pipeline.generation.augment import check_augment, small_classes
+
+        real, _, added = check_augment(pipeline.augment, source, pipeline.data.label_column)
+        for warning in small_classes(real, added):
+            errors.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if check_output:
         settings = pipeline.generation
         check_output_free(settings.output_url, settings.overwrite, settings.resume, pipeline.to_json())

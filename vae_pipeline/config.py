@@ -176,6 +176,7 @@ class EvaluationConfig(_Frozen):
     rows: int = Field(2_000, ge=20, description="synthetic rows per sampler, and the most real rows scored")
     temperatures: list[float] = Field(default_factory=lambda: [0.8], description="extra temperatures tried")
     min_holdout_rows: int = Field(15, ge=10, description="fewer holdout rows than this cannot be scored")
+    min_class_rows: int = Field(10, ge=2, description="a class with fewer holdout or training rows is not scored")
     privacy_margin: float = Field(0.1, ge=0, lt=1, description="refuse if DCR ratio < 1 - margin")
     max_copy_excess: float = Field(0.01, ge=0, le=1, description="refuse if copies exceed the natural rate by more")
     seed: int = 0
@@ -215,6 +216,27 @@ class GenerationConfig(_Frozen):
         return self.gpu_batch_rows if self.use_gpu else self.batch_rows
 
 
+class AugmentConfig(_Frozen):
+    """Class-balanced augmentation (`vae-pipeline augment`): the dataset written is the real rows plus, per class,
+    the synthetic rows that reach `target`, drawn class by class in exact numbers."""
+
+    enabled: bool = Field(False, description="write an augmented dataset instead of synthetic rows alone")
+    target: str = Field("balance", description="balance, ratio:R, or CLASS=N,... (total rows per class)")
+    provenance_column: str = Field("synthetic", min_length=1, description="boolean column: True on synthetic rows")
+    synthetic_only: bool = Field(False, description="write only the synthetic rows (still with per-class counts)")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        from vae_pipeline.augment.targets import parse_target  # the parser lives with the augmentation code
+
+        try:
+            parse_target(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
 class RayConfig(_Frozen):
     address: str = Field("", description="empty: start a local instance")
     num_cpus: int | None = Field(None, ge=1, description="local instance only")
@@ -235,6 +257,7 @@ class PipelineConfig(_Frozen):
     sampler: SamplerConfig = SamplerConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     generation: GenerationConfig = GenerationConfig()
+    augment: AugmentConfig = AugmentConfig()
     ray: RayConfig = RayConfig()
 
     @model_validator(mode="after")
@@ -243,6 +266,8 @@ class PipelineConfig(_Frozen):
             raise ValueError("model.conditional needs data.label_column; set the label column or conditional: false")
         if self.sampler.name == "conditional" and not self.data.label_column:
             raise ValueError("sampler 'conditional' needs data.label_column; set it or pick another sampler")
+        if self.augment.enabled and not self.data.label_column:
+            raise ValueError("augment needs the label to balance; pass --label COLUMN (data.label_column)")
         return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> PipelineConfig:

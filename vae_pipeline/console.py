@@ -270,8 +270,24 @@ def print_dataset_summary(out: Console, output_url: str, seconds: float, *, role
         out.print(scores_table(report, used))
         for line in report_paths(manifest.model_url):
             out.print(line, soft_wrap=True, highlight=False)
+    if "augment" in manifest.extra:
+        out.print(augment_table(manifest.extra["augment"]))
     if roles:
         out.print(roles_table(column_roles(load_bundle(manifest.model_url).transform)))
+
+
+def augment_table(augment: dict[str, Any]) -> Table:
+    """An augmented dataset's rows per class: real, synthetic (exact quotas) and the total each class reached."""
+    table = Table(title=f"augmented to {augment['target']} (provenance column: {augment['provenance_column']})")
+    table.title_justify = "left"
+    for header in ("class", "real rows", "synthetic rows", "total"):
+        table.add_column(header, justify="left" if header == "class" else "right")
+    for name, counts in augment["classes"].items():
+        real, synthetic = counts["real"], counts["synthetic"]
+        table.add_row(escape(name), f"{real:,}", f"{synthetic:,}", f"{real + synthetic:,}")
+    if augment["synthetic_only"]:
+        table.caption = "--synthetic-only: the dataset holds the synthetic rows alone"
+    return table
 
 
 def _sampler_line(

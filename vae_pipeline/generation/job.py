@@ -23,9 +23,11 @@ from ray.util.actor_pool import ActorPool
 from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url
 from vae_pipeline.config import PipelineConfig, SamplerConfig
+from vae_pipeline.data import open_source
 from vae_pipeline.evaluation.store import default_evaluation_url
 from vae_pipeline.executor import Executor, Workload, choose_executor, one_thread
 from vae_pipeline.generation import output
+from vae_pipeline.generation.augment import AugmentPlan, plan_augment
 from vae_pipeline.generation.lease import OutputLease
 from vae_pipeline.generation.manifest import (
     Manifest,
@@ -43,6 +45,7 @@ from vae_pipeline.generation.shard_writer import (
     load_artifacts,
     worker_device,
 )
+from vae_pipeline.generation.worker import class_sampler
 from vae_pipeline.generation.writer import ShardRecord
 from vae_pipeline.posterior.aggregate import ARRAYS_NAME, JSON_NAME
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
@@ -89,8 +92,10 @@ class _Run:
     sampler: SamplerConfig
     evaluation: dict[str, Any] | None
     run_id: str
+    plan: list[ShardSpec]
+    augment: AugmentPlan | None = None
 
-    def writer_args(self) -> tuple[str, str, dict[str, Any], int, str]:
+    def writer_args(self) -> tuple[str, str, dict[str, Any], int, str, str | None]:
         """`ShardWriter`'s arguments, plain values that a Ray actor is built from as well."""
         settings = self.config.generation
         return (
@@ -99,6 +104,7 @@ class _Run:
             sampler_json(self.sampler),
             settings.decode_batch_rows,
             settings.device,
+            None if self.augment is None else self.augment.settings.provenance_column,
         )
 
 
@@ -112,9 +118,9 @@ def _generate(
 ) -> str:
     started = time.perf_counter()
     settings = config.generation
-    plan = plan_shards(settings.rows, settings.rows_per_shard, settings.seed)
-    progress.start("generate", len(plan), "shards")
     run = _settle(config, model_url, statistics_url)
+    plan = run.plan
+    progress.start("generate", len(plan), "shards")
     committed = read_manifest(settings.output_url)
     repairing = committed is not None and committed.run_id == run.run_id
     todo = plan
@@ -162,7 +168,8 @@ def _claim_and_write(
     """Choose where the shards of `todo` are written, claim the output for the run of `plan`, write them."""
     settings = run.config.generation
     executor = _choose_executor(run.config, len(todo))
-    claim = output.RunClaim(run_id=run.run_id, shards=len(plan), rows=settings.rows, config=run.config.to_json())
+    rows = sum(spec.rows for spec in plan)
+    claim = output.RunClaim(run_id=run.run_id, shards=len(plan), rows=rows, config=run.config.to_json())
     if executor == "ray" and settings.use_gpu:  # checked before the claim: a cluster without GPUs leaves no trace
         ensure_ray(run.config.ray)
         require_gpus(min(settings.num_workers, len(todo)), run.config.ray.gpu_wait_s, what="generation worker")
@@ -180,8 +187,16 @@ def _settle(config: PipelineConfig, model_url: str | None, statistics_url: str |
     model_url = model_url or config.model_url
     statistics_url = statistics_url or default_statistics_url(model_url)
     bundle, posterior = load_artifacts(model_url, statistics_url)
-    chosen, evaluation = resolve_sampler(config, model_url, bundle.fingerprint)
-    build_sampler(chosen).fit(posterior)
+    per_class = not bundle.transform.conditional  # a CVAE takes its class as the condition, with any sampler
+    chosen, evaluation = resolve_sampler(config, model_url, bundle.fingerprint, per_class=per_class)
+    fitted = build_sampler(chosen).fit(posterior)
+    augment, plan, extra = None, plan_shards(settings.rows, settings.rows_per_shard, settings.seed), None
+    if config.augment.enabled:
+        source = open_source(bundle.config.data)  # the rows the model was trained on are the rows augmented
+        augment = plan_augment(config.augment, source, bundle.transform)
+        class_sampler(fitted, posterior, 0, bundle.transform)  # a sampler that cannot draw one class fails here
+        plan = augment.specs(settings)
+        extra = {"augment": augment.to_json(), "input": steps.input_stamp(source.filesystem, source.files)}
     # Where the shards are written is no part of the run's identity: every executor writes the same bytes.
     run_id = generation_run_id(
         bundle_fingerprint=bundle.fingerprint,
@@ -192,8 +207,9 @@ def _settle(config: PipelineConfig, model_url: str | None, statistics_url: str |
         rows_per_shard=settings.rows_per_shard,
         batch_rows=settings.decode_batch_rows,
         device=settings.device,
+        extra=extra,
     )
-    return _Run(config, model_url, statistics_url, bundle, chosen, evaluation, run_id)
+    return _Run(config, model_url, statistics_url, bundle, chosen, evaluation, run_id, plan, augment)
 
 
 def reused_generation(config: PipelineConfig, model_url: str, statistics_url: str) -> str | None:
@@ -233,7 +249,9 @@ def _manifest(run: _Run, records: list[ShardRecord], where: dict[str, Any], seco
         run_id=run.run_id,
         rows=sum(r.rows for r in records),
         shards=records,
-        schema=schema_json(run.bundle.transform.schema),
+        schema=schema_json(
+            run.bundle.transform.schema if run.augment is None else run.augment.schema(run.bundle.transform)
+        ),
         bundle_fingerprint=run.bundle.fingerprint,
         model_url=run.model_url,
         statistics_url=run.statistics_url,
@@ -247,6 +265,7 @@ def _manifest(run: _Run, records: list[ShardRecord], where: dict[str, Any], seco
             **where,
             "seconds": round(seconds, 3),
             "history": step_history(run.model_url, run.statistics_url),
+            **({} if run.augment is None else {"augment": run.augment.to_json()}),
         },
     )
 
@@ -345,10 +364,16 @@ class GenerationActor:
     """A `ShardWriter` in its own Ray worker process, on one thread (the actor holds one CPU)."""
 
     def __init__(
-        self, model_url: str, statistics_url: str, sampler: dict[str, Any], batch_rows: int, device: str
+        self,
+        model_url: str,
+        statistics_url: str,
+        sampler: dict[str, Any],
+        batch_rows: int,
+        device: str,
+        provenance: str | None = None,
     ) -> None:
         torch.set_num_threads(WRITER_THREADS)  # for good: this process is the actor's alone
-        self.writer = ShardWriter(model_url, statistics_url, sampler, batch_rows, device)
+        self.writer = ShardWriter(model_url, statistics_url, sampler, batch_rows, device, provenance)
 
     def write(self, spec: dict[str, Any], output_url: str, run_id: str) -> Payload:
         return self.writer.write(spec, output_url, run_id)

@@ -116,6 +116,7 @@ def generation_run_id(
     batch_rows: int,
     device: str = "cpu",
     generator_version: int = GENERATOR_VERSION,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """Identity of a generation run: everything that decides the bytes; two runs with equal ids write equal shards.
 
@@ -133,6 +134,8 @@ def generation_run_id(
         "rows_per_shard": rows_per_shard,
         "batch_rows": batch_rows,
     }
+    if extra is not None:  # an augmented run's classes and input; absent, a plain run keeps the id it had
+        payload["extra"] = extra
     return hashlib.sha256(storage.canonical_json(payload).encode()).hexdigest()[:16]
 
 

@@ -14,13 +14,15 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_sampler(
-    config: PipelineConfig, model_url: str, fingerprint: str
+    config: PipelineConfig, model_url: str, fingerprint: str, *, per_class: bool = False
 ) -> tuple[SamplerConfig, dict[str, Any] | None]:
     """The sampler to generate with, and what the model's evaluation said of it.
 
     `auto` takes the evaluation's choice. The privacy guard refuses a sampler the evaluation found too close to
     the training rows, and `empirical` (it replays the posteriors of stored training rows) when no evaluation of
-    this model vouches for it.
+    this model vouches for it. An augmented run of a plain (not conditional) model draws each class from its own
+    latents (`per_class`): `auto` then takes the best `conditional` candidate, and the guard also reads the
+    evaluation's per-class verdicts, since a minority class is where a generator is most tempted to replay rows.
     """
     report = read_report(model_url)
     if report is not None and report["model_fingerprint"] != fingerprint:
@@ -28,11 +30,16 @@ def resolve_sampler(
         report = None
     sampler = config.sampler
     if sampler.name == "auto":
-        sampler = _auto_choice(report)
+        sampler = _per_class_choice(report) if per_class and config.augment.enabled else _auto_choice(report)
     entry = find_entry(report, sampler) if report is not None else None
     evaluation = None if entry is None else {"report_url": default_evaluation_url(model_url), "scores": entry}
     if config.generation.privacy_guard:
         _guard(sampler, entry)
+        if config.augment.enabled and entry is not None and entry.get("per_class_privacy_ok") is False:
+            raise PrivacyError(
+                f"sampler '{entry['name']}' fails the privacy guard for a class: "
+                f"{entry.get('per_class_privacy_reason')}; pass --no-privacy-guard to generate anyway"
+            )
     return sampler, evaluation
 
 
@@ -52,6 +59,20 @@ def _auto_choice(report: dict[str, Any] | None) -> SamplerConfig:
             "then pick one with --sampler and --no-privacy-guard if you accept the risk"
         )
     return SamplerConfig.model_validate(report["choice"]["sampler"])
+
+
+def _per_class_choice(report: dict[str, Any] | None) -> SamplerConfig:
+    """The best-ranked `conditional` candidate that passes the guard, whole-table and per class."""
+    _auto_choice(report)  # the same errors when there is no evaluation
+    assert report is not None
+    for entry in report["samplers"]:  # ranked best first
+        passes = entry["privacy_ok"] and entry.get("per_class_privacy_ok") is not False
+        if entry["sampler"]["name"] == "conditional" and passes:
+            return SamplerConfig.model_validate(entry["sampler"])
+    raise PrivacyError(
+        "augment draws each class from its own latents, but no `conditional` candidate passed the privacy guard "
+        "in this model's evaluation; train a CVAE (model.conditional: true) to use any sampler, or see report.md"
+    )
 
 
 def _guard(sampler: SamplerConfig, entry: dict[str, Any] | None) -> None:

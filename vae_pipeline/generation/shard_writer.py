@@ -11,11 +11,14 @@ import os
 import time
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import torch
 
 from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, load_bundle
 from vae_pipeline.config import SamplerConfig
+from vae_pipeline.data import open_source
 from vae_pipeline.errors import ArtifactMismatchError, ConfigError
 from vae_pipeline.generation import output
 from vae_pipeline.generation.plan import ShardSpec
@@ -36,9 +39,17 @@ class ShardWriter:
     """
 
     def __init__(
-        self, model_url: str, statistics_url: str, sampler: dict[str, Any], batch_rows: int, device: str
+        self,
+        model_url: str,
+        statistics_url: str,
+        sampler: dict[str, Any],
+        batch_rows: int,
+        device: str,
+        provenance: str | None = None,
     ) -> None:
         bundle, posterior = load_artifacts(model_url, statistics_url)
+        self.bundle = bundle
+        self.provenance = provenance  # an augmented run's boolean column: True on synthetic rows
         fitted = build_sampler(SamplerConfig.model_validate(sampler)).fit(posterior)
         self.generator = ShardGenerator(bundle, posterior, fitted, batch_rows, worker_device(device))
         self.counts: dict[str, Any] = {"pid": os.getpid(), "shards": 0, "rows": 0, "seconds": 0.0}
@@ -50,17 +61,40 @@ class ShardWriter:
 
         Returns `{"record": <ShardRecord JSON>, "reused": bool}`.
         """
-        shard = ShardSpec(**spec)
+        shard = ShardSpec.from_json(spec)
         done = output.done_record(output_url, run_id, shard.name)
         if done is not None:
             return {"record": done.to_json(), "reused": True}
         started = time.perf_counter()
-        record = write_shard(self.generator.generate(shard), output_url, shard.index, shard.name)
+        table = self._real_rows(shard) if shard.source == "real" else self.generator.generate(shard)
+        if self.provenance is not None:
+            flags = pa.array(np.full(table.num_rows, shard.source != "real"), type=pa.bool_())
+            table = table.append_column(pa.field(self.provenance, pa.bool_(), nullable=False), flags)
+        record = write_shard(table, output_url, shard.index, shard.name)
         output.write_record(output_url, run_id, record)
         self.counts["shards"] += 1
         self.counts["rows"] += record.rows
         self.counts["seconds"] += time.perf_counter() - started
         return {"record": record.to_json(), "reused": False}
+
+    def _real_rows(self, shard: ShardSpec) -> pa.Table:
+        """Input rows [start, start + rows) as the model reads them (its columns, types), unchanged otherwise."""
+        names = self.bundle.transform.schema.names
+        parts, seen = [], 0
+        for batch in open_source(self.bundle.config.data).batches():
+            low, high = max(shard.start - seen, 0), min(shard.start + shard.rows - seen, batch.num_rows)
+            if low < high:
+                parts.append(pa.Table.from_batches([batch.slice(low, high - low)]).select(names))
+            seen += batch.num_rows
+            if seen >= shard.start + shard.rows:
+                break
+        table = pa.concat_tables(parts).combine_chunks()
+        if table.num_rows != shard.rows:
+            raise ArtifactMismatchError(
+                f"the input now has fewer rows than shard {shard.name} copies ({table.num_rows} of {shard.rows}); "
+                "it changed since the run was planned: rerun without --resume"
+            )
+        return table
 
     def usage(self) -> dict[str, Any]:
         """This writer's share of the run and its process's peak resident memory."""

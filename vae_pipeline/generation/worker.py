@@ -18,10 +18,13 @@ import pyarrow as pa
 import torch
 
 from vae_pipeline.bundle import ModelBundle
+from vae_pipeline.errors import ConfigError
 from vae_pipeline.generation.plan import ShardSpec
-from vae_pipeline.models.base import FeatureMajorDecoder, LatentAffineFoldable
+from vae_pipeline.models.base import VAE, FeatureMajorDecoder, LatentAffineFoldable
 from vae_pipeline.posterior.aggregate import AggregatePosterior
 from vae_pipeline.samplers.base import LatentSampler, standard_normal_tensor
+from vae_pipeline.samplers.conditional import ConditionalSampler
+from vae_pipeline.transforms.table import TableTransform
 
 # Rows inverse-transformed per call: large enough that per-column call overhead vanishes, small enough that the
 # (D, rows) float32 buffer stays modest; one Parquet row group.
@@ -51,36 +54,40 @@ class ShardGenerator:
         self._fused = form is not None
         self._device = torch.device(self.device)
         self._on_host = self._device.type == "cpu"
-        decoder = model
+        self._model = model.to(self._device)
+        decoder = self._model
         if form is not None:
             assert isinstance(model, LatentAffineFoldable)
-            decoder = model.with_latent_affine(*map(torch.from_numpy, form))
-        self._decoder = decoder.to(self._device)
-        self._feature_major = isinstance(decoder, FeatureMajorDecoder)
+            decoder = model.with_latent_affine(*map(torch.from_numpy, form)).to(self._device)
+        self._decoder = decoder
         self._buffer = torch.empty(0)
+        self._class_samplers: dict[int, LatentSampler] = {}
 
     def generate(self, spec: ShardSpec) -> pa.Table:
         latent_rng, output_seed, decode_rng = _generators(spec)
         output_generator = torch.Generator(self._device).manual_seed(output_seed)
+        rngs = (latent_rng, output_generator, decode_rng)
+        if not spec.class_rows:
+            return _joined(self._segment(spec.rows, None, spec.start, rngs))
+        # An augmented run's exact quotas: the rows of each class in turn, drawn from that class's latents.
+        tables, start = [], spec.start
+        for code, rows in enumerate(spec.class_rows):
+            if rows:
+                tables += self._segment(rows, code, start, rngs)
+                start += rows
+        return _joined(tables)
+
+    def _segment(self, rows: int, code: int | None, start: int, rngs: _Streams) -> list[pa.Table]:
+        """`rows` rows (of class `code`, or of the sampler's classes), chunk by chunk."""
         # Whole decode batches per chunk, so the draws are the same as one pass of batch_rows over the shard.
         chunk_rows = max(1, _CHUNK_ROWS // self.batch_rows) * self.batch_rows
-        sizes = _batch_sizes(spec.rows, chunk_rows) or [0]
-        starts = spec.start + np.concatenate([[0], np.cumsum(sizes)[:-1]])  # each chunk's first row in the dataset
-        tables = [
-            self._generate_chunk(rows, latent_rng, output_generator, int(start), decode_rng)
-            for rows, start in zip(sizes, starts, strict=True)
-        ]
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
+        sizes = _batch_sizes(rows, chunk_rows) or [0]
+        starts = start + np.concatenate([[0], np.cumsum(sizes)[:-1]])  # each chunk's first row in the dataset
+        return [self._generate_chunk(size, int(first), rngs, code) for size, first in zip(sizes, starts, strict=True)]
 
-    def _generate_chunk(
-        self,
-        rows: int,
-        latent_rng: np.random.Generator,
-        output_generator: torch.Generator,
-        row_offset: int,
-        decode_rng: np.random.Generator,
-    ) -> pa.Table:
+    def _generate_chunk(self, rows: int, row_offset: int, rngs: _Streams, code: int | None = None) -> pa.Table:
         """Decode batch by batch into one feature-major buffer, then inverse-transform it in one call."""
+        latent_rng, output_generator, decode_rng = rngs
         transform = self.bundle.transform
         if self._buffer.shape[1:] < (rows,):
             # Pinned host memory for a GPU: its copies into the buffer then run at full bus speed.
@@ -88,24 +95,35 @@ class ShardGenerator:
         vector = self._buffer[:, :rows]  # (D, R); the tables made from it never share its memory
         labels = np.empty(rows, dtype=np.int64) if transform.conditional else None
         offset = 0
+        decoder = self._decoder if code is None else self._model  # a class's latents are not the folded sampler's
         for batch in _batch_sizes(rows, self.batch_rows):
-            z, classes = self._latents(batch, latent_rng)
+            z, classes = (
+                self._latents(batch, latent_rng) if code is None else self._class_latents(batch, code, latent_rng)
+            )
             condition = None
             if labels is not None:
                 classes = classes if classes is not None else self._training_classes(batch, latent_rng)
                 labels[offset : offset + batch] = classes
                 condition = torch.from_numpy(transform.condition(classes)).to(self._device)
             with torch.inference_mode():
-                self._decode_into(vector[:, offset : offset + batch], z, condition, output_generator)
+                self._decode_into(decoder, vector[:, offset : offset + batch], z, condition, output_generator)
             offset += batch
         # (R, D) column-major: each transform column reads contiguous memory.
-        return transform.inverse_transform(vector.numpy().T, labels=labels, row_offset=row_offset, rng=decode_rng)
+        table = transform.inverse_transform(vector.numpy().T, labels=labels, row_offset=row_offset, rng=decode_rng)
+        if code is not None and not transform.conditional:
+            # The label is decoded like any column; a class's rows carry the class they were drawn for.
+            table = transform.with_label(table, np.full(rows, code, dtype=np.int64))
+        return table
 
     def _decode_into(
-        self, rows_out: torch.Tensor, z: torch.Tensor, condition: torch.Tensor | None, generator: torch.Generator
+        self,
+        model: VAE,
+        rows_out: torch.Tensor,
+        z: torch.Tensor,
+        condition: torch.Tensor | None,
+        generator: torch.Generator,
     ) -> None:
         """Decode (B, L) latents into the (D, B) slice of the host buffer."""
-        model = self._decoder
         if not isinstance(model, FeatureMajorDecoder):  # e.g. the conv VAE: row-major, transposed once
             rows_out.copy_(model.generate(z, condition, generator).T)  # waits for a GPU
             return
@@ -123,10 +141,44 @@ class ShardGenerator:
         z = torch.from_numpy(np.ascontiguousarray(sample.z, dtype=np.float32))
         return z.to(self._device, non_blocking=True), sample.classes
 
+    def _class_latents(self, rows: int, code: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        """Latents of class `code` alone (its per-class Gaussian, or any sampler's under a CVAE's condition)."""
+        if code not in self._class_samplers:
+            self._class_samplers[code] = class_sampler(self.sampler, self.posterior, code, self.bundle.transform)
+        sample = self._class_samplers[code].sample(rows, generator=rng)
+        z = torch.from_numpy(np.ascontiguousarray(sample.z, dtype=np.float32))
+        return z.to(self._device, non_blocking=True), np.full(rows, code, dtype=np.int64)
+
     def _training_classes(self, rows: int, rng: np.random.Generator) -> np.ndarray:
         """For a CVAE with an unconditional sampler: classes in their training proportions."""
         counts = np.asarray(self.posterior.class_counts, dtype=np.float64)
         return rng.choice(len(counts), size=rows, p=counts / counts.sum()).astype(np.int64)
+
+
+_Streams = tuple[np.random.Generator, torch.Generator, np.random.Generator]
+
+
+def class_sampler(
+    sampler: LatentSampler, posterior: AggregatePosterior, code: int, transform: TableTransform
+) -> LatentSampler:
+    """A sampler that draws only class `code`'s latents.
+
+    The `conditional` sampler narrows to that class's Gaussian. Under a CVAE any sampler serves: the class is the
+    decoder's condition. A plain model with another sampler has no class to draw from: a one-line error.
+    """
+    if isinstance(sampler, ConditionalSampler):
+        label = str(posterior.class_labels[code])
+        return ConditionalSampler(sampler.temperature, classes={label: 1.0}).fit(posterior)
+    if transform.conditional:
+        return sampler
+    raise ConfigError(
+        f"sampler {type(sampler).__name__} draws no particular class, and this model is not conditional; "
+        "augment with sampler conditional (or auto), or train a CVAE (model.conditional: true) for any sampler"
+    )
+
+
+def _joined(tables: list[pa.Table]) -> pa.Table:
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
 
 
 def _generators(spec: ShardSpec) -> tuple[np.random.Generator, int, np.random.Generator]:

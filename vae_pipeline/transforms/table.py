@@ -237,6 +237,12 @@ class TableTransform:
                 arrays.append(self._label_transform().decode(labels))
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
+    def with_label(self, table: pa.Table, codes: np.ndarray) -> pa.Table:
+        """`table` with its label column replaced by the classes that `codes` (indices into label_classes) name."""
+        label = self._label_transform()
+        index = table.schema.get_field_index(label.column)
+        return table.set_column(index, table.schema.field(index), label.decode(np.asarray(codes)))
+
     def label_codes(self, data: pa.RecordBatch | pa.Table) -> np.ndarray:
         """(B,) int64 index of each row's label into `label_classes`."""
         label = self._label_transform()

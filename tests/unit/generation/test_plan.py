@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from vae_pipeline.generation.plan import ShardSpec, plan_shards, shard_name
+from vae_pipeline.generation.plan import ShardSpec, plan_class_shards, plan_real_shards, plan_shards, shard_name
 
 
 @pytest.mark.parametrize(
@@ -77,5 +79,22 @@ def test_seed_sequences_differ_across_shards() -> None:
 
 
 def test_shard_spec_to_json() -> None:
-    assert ShardSpec(index=2, rows=50, seed=1, start=100).to_json() == {"index": 2, "rows": 50, "seed": 1, "start": 100}
-    assert ShardSpec(**ShardSpec(index=2, rows=50, seed=1).to_json()).start == 0
+    expected = {"index": 2, "rows": 50, "seed": 1, "start": 100, "class_rows": (), "source": "synthetic"}
+    assert ShardSpec(index=2, rows=50, seed=1, start=100).to_json() == expected
+    spec = ShardSpec(index=2, rows=5, seed=1, class_rows=(2, 3))
+    assert ShardSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_class_shards_carry_exact_quotas() -> None:
+    specs = plan_class_shards([5, 0, 7, 3], rows_per_shard=4, seed=1)
+
+    assert [spec.class_rows for spec in specs] == [(4, 0, 0, 0), (1, 0, 3, 0), (0, 0, 4, 0), (0, 0, 0, 3)]
+    assert [sum(column) for column in zip(*(spec.class_rows for spec in specs), strict=True)] == [5, 0, 7, 3]
+    assert all(sum(spec.class_rows) == spec.rows for spec in specs)
+
+
+def test_real_shards_copy_the_input_in_order_after_the_synthetic_ones() -> None:
+    specs = plan_real_shards(10, rows_per_shard=4, first_index=4)
+
+    assert [(spec.index, spec.start, spec.rows) for spec in specs] == [(4, 0, 4), (5, 4, 4), (6, 8, 2)]
+    assert specs[1].name == "real-000000000004.parquet" and specs[0].source == "real"
