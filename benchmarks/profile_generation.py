@@ -41,7 +41,7 @@ import torch
 
 import vae_pipeline
 from vae_pipeline.bundle import ModelBundle
-from vae_pipeline.config import DataConfig, PipelineConfig, SamplerConfig, StatisticsConfig
+from vae_pipeline.config import DataConfig, PipelineConfig, StatisticsConfig, sampler_config
 from vae_pipeline.data import open_source
 from vae_pipeline.generation.plan import ShardSpec, plan_shards
 from vae_pipeline.generation.worker import ShardGenerator
@@ -213,7 +213,7 @@ def main() -> None:
     generators: dict[str, ShardGenerator] = {}
     shards: list[pa.Table] = []
     for name in args.samplers.split(","):
-        sampler = build_sampler(SamplerConfig(name=name)).fit(posterior)
+        sampler = build_sampler(sampler_config(name=name)).fit(posterior)
         generators[name] = ShardGenerator(bundle, posterior, sampler, args.batch_rows)
         generate, write, shards = time_sampler(generators[name], specs, timer)
         rates[name] = (generate, write)

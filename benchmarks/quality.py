@@ -36,7 +36,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from vae_pipeline.bundle import load_bundle
-from vae_pipeline.config import DataConfig, PipelineConfig, SamplerConfig
+from vae_pipeline.config import DataConfig, PipelineConfig, SamplerConfig, parse_sampler, sampler_config
 from vae_pipeline.data import open_source
 from vae_pipeline.evaluation import metrics, privacy
 from vae_pipeline.evaluation.job import run_evaluation
@@ -170,9 +170,9 @@ def auto_sampler(report: dict[str, Any]) -> tuple[str, SamplerConfig]:
     """The evaluation's choice; when no sampler passed the privacy guard, the top-ranked one (marked so)."""
     choice = report["choice"]
     if choice is not None:
-        return choice["name"], SamplerConfig.model_validate(choice["sampler"])
+        return choice["name"], parse_sampler(choice["sampler"])
     best = report["samplers"][0]
-    return f"{best['name']}, no sampler passed the privacy guard", SamplerConfig.model_validate(best["sampler"])
+    return f"{best['name']}, no sampler passed the privacy guard", parse_sampler(best["sampler"])
 
 
 def generate_ours(run: OursRun, sampler: SamplerConfig, rows: int, seed: int) -> pd.DataFrame:
@@ -280,7 +280,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     tvae_rows, tvae_seconds = run_tvae(real.modelled, kinds, args, rows)
     samples = {
         f"ours-auto[{choice}]": (generate_ours(ours, auto, rows, args.seed), ours.seconds),
-        "ours-prior": (generate_ours(ours, SamplerConfig(name="prior"), rows, args.seed), ours.seconds),
+        "ours-prior": (generate_ours(ours, sampler_config(name="prior"), rows, args.seed), ours.seconds),
         "TVAE": (tvae_rows, tvae_seconds),
     }
     systems: dict[str, dict[str, Any]] = {}

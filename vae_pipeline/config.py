@@ -9,7 +9,16 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vae_pipeline import storage
 from vae_pipeline.errors import ConfigError
@@ -18,7 +27,6 @@ from vae_pipeline.errors import ConfigError
 ColumnKind = Literal["continuous", "categorical", "discrete", "id", "datetime", "text", "constant", "drop"]
 # A location, spelled one way (storage.normalize_url): `out//c`, `./out/c/` and `out/c` are one output, one run.
 Location = Annotated[str, AfterValidator(storage.normalize_url)]
-SamplerName = Literal["auto", "prior", "gaussian", "gmm", "empirical", "conditional"]
 # Where a step runs (vae_pipeline/executor.py): auto = in this process when one process suffices, else on Ray.
 ExecutorSetting = Literal["auto", "local", "ray"]
 _EXECUTOR_HELP = "auto: in this process when one process suffices (no cluster, one worker, fits memory); else Ray"
@@ -150,6 +158,36 @@ class TrainingConfig(_Frozen):
     )
 
 
+class FlowPriorSettings(_Frozen):
+    """How the statistics step trains the flow prior (samplers/flow.py)."""
+
+    conditional: bool = Field(False, description="condition on the label (needs data.label_column)")
+    transforms: int = Field(3, ge=1)
+    hidden: int = Field(64, ge=4)
+    epochs: int = Field(60, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(256, ge=8)
+
+
+class DiffusionPriorSettings(_Frozen):
+    """How the statistics step trains the latent diffusion prior (samplers/diffusion.py)."""
+
+    conditional: bool = Field(False, description="condition on the label (needs data.label_column)")
+    steps: int = Field(30, ge=1, description="Heun steps when sampling (a sampler's `steps` overrides it)")
+    hidden: int = Field(256, ge=8)
+    epochs: int = Field(100, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(256, ge=8)
+
+
+class PriorsConfig(_Frozen):
+    """Learned priors the statistics step trains on the reservoir and stores beside the statistics (null: none)."""
+
+    flow: FlowPriorSettings | None = FlowPriorSettings()
+    diffusion: DiffusionPriorSettings | None = DiffusionPriorSettings()
+    seed: int = 0
+
+
 class StatisticsConfig(_Frozen):
     reservoir_size: int = Field(10_000, ge=10)
     gmm_max_components: int = Field(10, ge=1)
@@ -159,15 +197,80 @@ class StatisticsConfig(_Frozen):
     num_workers: int = Field(1, ge=1)
     executor: ExecutorSetting = Field("auto", description=_EXECUTOR_HELP)
     seed: int = 0
+    priors: PriorsConfig = PriorsConfig()
 
 
-class SamplerConfig(_Frozen):
-    name: SamplerName = Field("auto", description="auto: the evaluation's best sampler that passes the privacy guard")
-    temperature: float = Field(1.0, gt=0)
-    diagonal: bool = Field(False, description="gaussian sampler: drop the off-diagonal covariance")
+class _SamplerBase(_Frozen):
+    temperature: float = Field(1.0, gt=0, description="scales the spread around the sampler's centre")
+
+
+class AutoSamplerConfig(_SamplerBase):
+    name: Literal["auto"] = Field("auto", description="the evaluation's best sampler that passes the privacy guard")
+
+
+class PriorSamplerConfig(_SamplerBase):
+    name: Literal["prior"] = "prior"
+
+
+class GaussianSamplerConfig(_SamplerBase):
+    name: Literal["gaussian"] = "gaussian"
+    diagonal: bool = Field(False, description="drop the off-diagonal covariance")
+
+
+class GMMSamplerConfig(_SamplerBase):
+    name: Literal["gmm"] = "gmm"
+
+
+class EmpiricalSamplerConfig(_SamplerBase):
+    name: Literal["empirical"] = "empirical"
+
+
+class ConditionalSamplerConfig(_SamplerBase):
+    name: Literal["conditional"] = "conditional"
     classes: dict[str, float] | None = Field(
-        None, description="conditional sampler: label value -> share of rows; default the training shares"
+        None, description="label value -> share of rows; default the training shares"
     )
+
+
+class FlowSamplerConfig(_SamplerBase):
+    """The normalizing-flow prior trained by the statistics step (its training settings: statistics.priors.flow)."""
+
+    name: Literal["flow"] = "flow"
+
+
+class DiffusionSamplerConfig(_SamplerBase):
+    """The latent diffusion prior trained by the statistics step (statistics.priors.diffusion)."""
+
+    name: Literal["diffusion"] = "diffusion"
+    steps: int | None = Field(None, ge=1, description="Heun steps of the sampler; null: the trained default")
+
+
+# One model per sampler, told apart by `name`: each sampler's options are validated on their own.
+SamplerConfig = Annotated[
+    AutoSamplerConfig
+    | PriorSamplerConfig
+    | GaussianSamplerConfig
+    | GMMSamplerConfig
+    | EmpiricalSamplerConfig
+    | ConditionalSamplerConfig
+    | FlowSamplerConfig
+    | DiffusionSamplerConfig,
+    Field(discriminator="name"),
+]
+_SAMPLER_ADAPTER: TypeAdapter[SamplerConfig] = TypeAdapter(SamplerConfig)
+
+
+def sampler_config(name: str = "auto", **options: Any) -> SamplerConfig:
+    """The sampler config for `name` with its options, e.g. `sampler_config("gaussian", diagonal=True)`."""
+    return parse_sampler({"name": name, **options})
+
+
+def parse_sampler(data: Any) -> SamplerConfig:
+    """Validate a sampler mapping (from a report, a manifest, an actor's arguments); errors name the option."""
+    try:
+        return _SAMPLER_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(f"sampler {data!r}: {_first_problem(exc)}") from None
 
 
 class EvaluationConfig(_Frozen):
@@ -254,7 +357,7 @@ class PipelineConfig(_Frozen):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     statistics: StatisticsConfig = StatisticsConfig()
-    sampler: SamplerConfig = SamplerConfig()
+    sampler: SamplerConfig = AutoSamplerConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     generation: GenerationConfig = GenerationConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -303,7 +406,13 @@ def parse_config(data: Any, source: str = "config") -> PipelineConfig:
 
 def _first_problem(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"])
+    loc = [str(part) for part in error["loc"]]
+    if loc[:1] == ["sampler"] and len(loc) > 2:
+        del loc[1]  # the union's tag (the sampler's name): `sampler.diagonal`, not `sampler.gmm.diagonal`
+    key = ".".join(loc)
+    if error["type"] == "union_tag_invalid":
+        expected = error.get("ctx", {}).get("expected_tags", "")
+        return f"key '{key}.name': {error['input'].get('name')!r} is not a sampler; choose one of {expected}"
     if error["type"] == "extra_forbidden":
         return f"unknown key '{key}'; remove it or check its spelling against the config reference in README.md"
     message = error["msg"].removeprefix("Value error, ")

@@ -14,7 +14,7 @@ from tests.conftest import PENGUINS
 from tests.integration.conftest import TrainedModel, tiny_config
 from vae_pipeline import storage
 from vae_pipeline.bundle import load_bundle
-from vae_pipeline.config import SamplerConfig
+from vae_pipeline.config import SamplerConfig, sampler_config
 from vae_pipeline.data import open_source
 from vae_pipeline.errors import DataError, PrivacyError
 from vae_pipeline.evaluation import metrics, privacy
@@ -204,10 +204,10 @@ def _privacy_verdict(model: TrainedModel, sampler: SamplerConfig) -> tuple[bool,
 def test_on_a_table_with_repeats_the_guard_passes_a_faithful_sampler_and_refuses_a_replay(
     memorising: TrainedModel,
 ) -> None:
-    ok, reason, found = _privacy_verdict(memorising, SamplerConfig(name="gaussian"))
+    ok, reason, found = _privacy_verdict(memorising, sampler_config(name="gaussian"))
     assert ok, (reason, found)
     assert found["exact_copy_share"] > 0.1  # it reproduces rows that real rows repeat too, and may
-    ok, reason, found = _privacy_verdict(memorising, SamplerConfig(name="empirical", temperature=0.01))
+    ok, reason, found = _privacy_verdict(memorising, sampler_config(name="empirical", temperature=0.01))
     assert not ok, found
     assert reason is not None
 

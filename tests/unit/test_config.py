@@ -13,10 +13,10 @@ from vae_pipeline.config import (
     GenerationConfig,
     ModelConfig,
     PipelineConfig,
-    SamplerConfig,
     TrainingConfig,
     load_config,
     parse_config,
+    sampler_config,
 )
 from vae_pipeline.errors import ConfigError, StorageError
 
@@ -37,7 +37,7 @@ def test_defaults() -> None:
     assert config.model == ModelConfig(latent_dim=16, hidden_dims=[256, 256], conditional=False)
     assert (config.training.epochs, config.training.batch_size, config.training.seed) == (30, None, 0)
     assert config.training.executor == config.statistics.executor == config.generation.executor == "auto"
-    assert config.sampler.name == "auto" and config.sampler.classes is None
+    assert config.sampler.name == "auto" and config.sampler.temperature == 1.0
     assert (config.generation.rows, config.generation.rows_per_shard, config.generation.overwrite) == (
         10_000,
         50_000,
@@ -172,7 +172,7 @@ def test_with_overrides_is_validated() -> None:
         (PipelineConfig(), "model_url", "x"),
         (PipelineConfig().training, "epochs", 1),
         (DataConfig(), "label_column", "species"),
-        (SamplerConfig(), "name", "prior"),
+        (sampler_config(), "name", "prior"),
         (GenerationConfig(), "rows", 3),
     ],
 )

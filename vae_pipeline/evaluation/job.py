@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
-from vae_pipeline.config import DataConfig, EvaluationConfig, PipelineConfig, SamplerConfig
+from vae_pipeline.config import DataConfig, EvaluationConfig, PipelineConfig, SamplerConfig, sampler_config
 from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
 from vae_pipeline.evaluation import privacy
@@ -46,17 +46,17 @@ class Candidate:
 def candidates(posterior: AggregatePosterior, settings: EvaluationConfig) -> list[Candidate]:
     """Every sampler, the gaussian with and without off-diagonal terms, and the extra temperatures."""
     found = [
-        Candidate("prior", SamplerConfig(name="prior")),
-        Candidate("gaussian", SamplerConfig(name="gaussian")),
-        Candidate("gaussian-diagonal", SamplerConfig(name="gaussian", diagonal=True)),
-        Candidate("gmm", SamplerConfig(name="gmm")),
-        Candidate("empirical", SamplerConfig(name="empirical")),
+        Candidate("prior", sampler_config(name="prior")),
+        Candidate("gaussian", sampler_config(name="gaussian")),
+        Candidate("gaussian-diagonal", sampler_config(name="gaussian", diagonal=True)),
+        Candidate("gmm", sampler_config(name="gmm")),
+        Candidate("empirical", sampler_config(name="empirical")),
     ]
     if len(posterior.class_labels) > 1:
-        found.append(Candidate("conditional", SamplerConfig(name="conditional")))
+        found.append(Candidate("conditional", sampler_config(name="conditional")))
     for temperature in settings.temperatures:
         for base in ("prior", "gaussian", "gmm"):
-            found.append(Candidate(f"{base}@T={temperature:g}", SamplerConfig(name=base, temperature=temperature)))
+            found.append(Candidate(f"{base}@T={temperature:g}", sampler_config(name=base, temperature=temperature)))
     return found
 
 
@@ -239,7 +239,7 @@ def _generate(
 
 def _posterior_draws(posterior: AggregatePosterior, settings: EvaluationConfig) -> np.ndarray:
     """Draws from q(z) for the latent-space plot: the empirical sampler is exactly the mixture of stored posteriors."""
-    empirical = build_sampler(SamplerConfig(name="empirical")).fit(posterior)
+    empirical = build_sampler(sampler_config(name="empirical")).fit(posterior)
     return empirical.sample(min(settings.rows, 2_000), generator=np.random.default_rng(settings.seed)).z
 
 

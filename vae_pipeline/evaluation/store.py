@@ -14,7 +14,8 @@ from vae_pipeline.errors import StorageError
 EVALUATION_DIR = "evaluation"
 REPORT_FILE = "report.json"
 MARKDOWN_FILE = "report.md"
-REPORT_FORMAT = "vae-pipeline/evaluation/v3"  # v2: the privacy baseline comes from the training rows; v3: image scores
+# v2: the privacy baseline from the training rows; v3: image scores; v4: one config per sampler
+REPORT_FORMAT = "vae-pipeline/evaluation/v4"
 
 
 def default_evaluation_url(model_url: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from vae_pipeline.config import PipelineConfig, SamplerConfig
+from vae_pipeline.config import PipelineConfig, SamplerConfig, parse_sampler
 from vae_pipeline.errors import ConfigError, PrivacyError
 from vae_pipeline.evaluation.store import default_evaluation_url, find_entry, read_report
 
@@ -58,7 +58,7 @@ def _auto_choice(report: dict[str, Any] | None) -> SamplerConfig:
             "no sampler passed the privacy guard in this model's evaluation; see its report.md, "
             "then pick one with --sampler and --no-privacy-guard if you accept the risk"
         )
-    return SamplerConfig.model_validate(report["choice"]["sampler"])
+    return parse_sampler(report["choice"]["sampler"])
 
 
 def _per_class_choice(report: dict[str, Any] | None) -> SamplerConfig:
@@ -68,7 +68,7 @@ def _per_class_choice(report: dict[str, Any] | None) -> SamplerConfig:
     for entry in report["samplers"]:  # ranked best first
         passes = entry["privacy_ok"] and entry.get("per_class_privacy_ok") is not False
         if entry["sampler"]["name"] == "conditional" and passes:
-            return SamplerConfig.model_validate(entry["sampler"])
+            return parse_sampler(entry["sampler"])
     raise PrivacyError(
         "augment draws each class from its own latents, but no `conditional` candidate passed the privacy guard "
         "in this model's evaluation; train a CVAE (model.conditional: true) to use any sampler, or see report.md"

@@ -17,7 +17,7 @@ import torch
 
 from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, load_bundle
-from vae_pipeline.config import SamplerConfig
+from vae_pipeline.config import parse_sampler
 from vae_pipeline.data import open_source
 from vae_pipeline.errors import ArtifactMismatchError, ConfigError
 from vae_pipeline.generation import output
@@ -50,7 +50,7 @@ class ShardWriter:
         bundle, posterior = load_artifacts(model_url, statistics_url)
         self.bundle = bundle
         self.provenance = provenance  # an augmented run's boolean column: True on synthetic rows
-        fitted = build_sampler(SamplerConfig.model_validate(sampler)).fit(posterior)
+        fitted = build_sampler(parse_sampler(sampler)).fit(posterior)
         self.generator = ShardGenerator(bundle, posterior, fitted, batch_rows, worker_device(device))
         self.counts: dict[str, Any] = {"pid": os.getpid(), "shards": 0, "rows": 0, "seconds": 0.0}
         if device == "cuda":

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.unit.generation.test_worker import Fitted
-from vae_pipeline.config import GenerationConfig, SamplerConfig
+from vae_pipeline.config import GenerationConfig, sampler_config
 from vae_pipeline.errors import ConfigError
 from vae_pipeline.generation.job import worker_device
 from vae_pipeline.generation.plan import ShardSpec
@@ -36,7 +36,7 @@ def test_standard_normal_draws_are_the_same_as_a_tensor_on_a_cpu() -> None:
 
 def test_an_explicit_cpu_device_writes_the_default_bytes(fitted: Fitted) -> None:
     spec = ShardSpec(index=0, rows=300, seed=11)
-    sampler = build_sampler(SamplerConfig(name="gaussian")).fit(fitted.posterior)
+    sampler = build_sampler(sampler_config(name="gaussian")).fit(fitted.posterior)
     default = ShardGenerator(fitted.bundle, fitted.posterior, sampler, 64).generate(spec)
     explicit = ShardGenerator(fitted.bundle, fitted.posterior, sampler, 64, device="cpu").generate(spec)
     assert explicit.equals(default)
@@ -56,7 +56,7 @@ def test_a_gpu_shard_is_reproducible_and_in_the_training_schema(
     fitted: Fitted, fitted_conditional: Fitted, sampler: str
 ) -> None:
     model = fitted_conditional if sampler == "conditional" else fitted
-    fitted_sampler = build_sampler(SamplerConfig(name=sampler)).fit(model.posterior)  # type: ignore[arg-type]
+    fitted_sampler = build_sampler(sampler_config(name=sampler)).fit(model.posterior)  # type: ignore[arg-type]
     spec = ShardSpec(index=0, rows=70_000, seed=5)  # two chunks, the second short
     first = ShardGenerator(model.bundle, model.posterior, fitted_sampler, 65_536, device="cuda").generate(spec)
     again = ShardGenerator(model.bundle, model.posterior, fitted_sampler, 65_536, device="cuda").generate(spec)

@@ -13,7 +13,7 @@ import torch
 
 from tests.unit.test_bundle import fit_tiny_bundle, pipeline_config
 from vae_pipeline.bundle import ModelBundle, load_bundle, save_bundle
-from vae_pipeline.config import SamplerConfig, StatisticsConfig
+from vae_pipeline.config import SamplerConfig, StatisticsConfig, sampler_config
 from vae_pipeline.generation import worker
 from vae_pipeline.generation.plan import ShardSpec, plan_shards
 from vae_pipeline.generation.worker import ShardGenerator, _batch_sizes
@@ -77,7 +77,7 @@ def test_batch_sizes(total: int, batch_rows: int, sizes: list[int]) -> None:
 
 @pytest.mark.parametrize("name", ["prior", "gaussian", "gmm", "empirical"])
 def test_shard_rows_and_exact_schema(fitted: Fitted, name: str) -> None:
-    table = generator_for(fitted, SamplerConfig(name=name)).generate(ShardSpec(index=0, rows=150, seed=3))
+    table = generator_for(fitted, sampler_config(name=name)).generate(ShardSpec(index=0, rows=150, seed=3))
     assert table.num_rows == 150  # 64 + 64 + 22
     assert table.schema.equals(fitted.table.schema)
     assert table.schema.names == fitted.table.schema.names
@@ -87,7 +87,7 @@ def test_shard_rows_and_exact_schema(fitted: Fitted, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["gaussian", "empirical"])
 def test_categories_come_from_training_data(fitted: Fitted, name: str) -> None:
-    table = generator_for(fitted, SamplerConfig(name=name)).generate(ShardSpec(index=0, rows=150, seed=3))
+    table = generator_for(fitted, sampler_config(name=name)).generate(ShardSpec(index=0, rows=150, seed=3))
     for column in CATEGORICAL:
         seen = set(pc.unique(table.column(column)).to_pylist())
         training = set(pc.unique(fitted.table.column(column)).to_pylist())
@@ -96,7 +96,7 @@ def test_categories_come_from_training_data(fitted: Fitted, name: str) -> None:
 
 
 def test_continuous_values_within_training_range(fitted: Fitted) -> None:
-    table = generator_for(fitted, SamplerConfig(name="gaussian")).generate(ShardSpec(index=0, rows=150, seed=3))
+    table = generator_for(fitted, sampler_config(name="gaussian")).generate(ShardSpec(index=0, rows=150, seed=3))
     for column in ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]:
         values = table.column(column).drop_null()
         lo, hi = pc.min_max(fitted.table.column(column)).values()
@@ -106,7 +106,7 @@ def test_continuous_values_within_training_range(fitted: Fitted) -> None:
 
 
 def test_null_rates_plausible(fitted: Fitted) -> None:
-    table = generator_for(fitted, SamplerConfig(name="gaussian")).generate(ShardSpec(index=0, rows=1_000, seed=0))
+    table = generator_for(fitted, sampler_config(name="gaussian")).generate(ShardSpec(index=0, rows=1_000, seed=0))
     # Training: 11/344 null 'sex', 2/344 null in the four measurements. Loose bounds: a 5-epoch model.
     for column in table.column_names:
         assert table.column(column).null_count / table.num_rows < 0.5, column
@@ -115,14 +115,14 @@ def test_null_rates_plausible(fitted: Fitted) -> None:
 
 def test_same_spec_same_table(fitted: Fitted) -> None:
     spec = ShardSpec(index=2, rows=150, seed=3)
-    first = generator_for(fitted, SamplerConfig(name="gaussian")).generate(spec)
-    second = generator_for(fitted, SamplerConfig(name="gaussian")).generate(spec)  # a fresh worker
+    first = generator_for(fitted, sampler_config(name="gaussian")).generate(spec)
+    second = generator_for(fitted, sampler_config(name="gaussian")).generate(spec)  # a fresh worker
     assert first.equals(second)
-    assert generator_for(fitted, SamplerConfig(name="gaussian")).generate(spec).equals(first)
+    assert generator_for(fitted, sampler_config(name="gaussian")).generate(spec).equals(first)
 
 
 def test_reused_generator_is_stateless(fitted: Fitted) -> None:
-    generator = generator_for(fitted, SamplerConfig(name="gmm"))
+    generator = generator_for(fitted, sampler_config(name="gmm"))
     spec = ShardSpec(index=0, rows=70, seed=1)
     first = generator.generate(spec)
     generator.generate(ShardSpec(index=1, rows=70, seed=1))
@@ -130,7 +130,7 @@ def test_reused_generator_is_stateless(fitted: Fitted) -> None:
 
 
 def test_different_index_or_seed_different_rows(fitted: Fitted) -> None:
-    generator = generator_for(fitted, SamplerConfig(name="gaussian"))
+    generator = generator_for(fitted, sampler_config(name="gaussian"))
     base = generator.generate(ShardSpec(index=0, rows=150, seed=3))
     other_index = generator.generate(ShardSpec(index=1, rows=150, seed=3))
     other_seed = generator.generate(ShardSpec(index=0, rows=150, seed=4))
@@ -142,7 +142,7 @@ def test_different_index_or_seed_different_rows(fitted: Fitted) -> None:
 
 
 def test_shards_of_a_plan_concatenate(fitted: Fitted) -> None:
-    generator = generator_for(fitted, SamplerConfig(name="gaussian"), batch_rows=2)
+    generator = generator_for(fitted, sampler_config(name="gaussian"), batch_rows=2)
     shards = [generator.generate(spec) for spec in plan_shards(rows=5, rows_per_shard=2, seed=0)]
     assert [s.num_rows for s in shards] == [2, 2, 1]
     assert pa.concat_tables(shards).schema.equals(fitted.table.schema)
@@ -152,7 +152,7 @@ def test_shards_of_a_plan_concatenate(fitted: Fitted) -> None:
 
 
 def test_conditional_sampler_only_the_requested_class(fitted_conditional: Fitted) -> None:
-    sampler = SamplerConfig(name="conditional", classes={"Adelie": 1.0})
+    sampler = sampler_config(name="conditional", classes={"Adelie": 1.0})
     table = generator_for(fitted_conditional, sampler).generate(ShardSpec(index=0, rows=150, seed=3))
     assert table.num_rows == 150
     assert table.schema.equals(fitted_conditional.table.schema)
@@ -160,7 +160,7 @@ def test_conditional_sampler_only_the_requested_class(fitted_conditional: Fitted
 
 
 def test_conditional_sampler_shares(fitted_conditional: Fitted) -> None:
-    sampler = SamplerConfig(name="conditional", classes={"Gentoo": 3.0, "Chinstrap": 1.0})
+    sampler = sampler_config(name="conditional", classes={"Gentoo": 3.0, "Chinstrap": 1.0})
     table = generator_for(fitted_conditional, sampler).generate(ShardSpec(index=0, rows=800, seed=0))
     counts = {row["values"]: row["counts"] for row in pc.value_counts(table.column("species")).to_pylist()}
     assert set(counts) == {"Gentoo", "Chinstrap"}
@@ -168,7 +168,7 @@ def test_conditional_sampler_shares(fitted_conditional: Fitted) -> None:
 
 
 def test_cvae_with_unconditional_sampler_uses_training_shares(fitted_conditional: Fitted) -> None:
-    table = generator_for(fitted_conditional, SamplerConfig(name="gaussian")).generate(
+    table = generator_for(fitted_conditional, sampler_config(name="gaussian")).generate(
         ShardSpec(index=0, rows=1_000, seed=0)
     )
     counts = {row["values"]: row["counts"] for row in pc.value_counts(table.column("species")).to_pylist()}
@@ -179,7 +179,7 @@ def test_cvae_with_unconditional_sampler_uses_training_shares(fitted_conditional
 
 
 def test_conditional_same_spec_same_table(fitted_conditional: Fitted) -> None:
-    sampler = SamplerConfig(name="conditional")
+    sampler = sampler_config(name="conditional")
     spec = ShardSpec(index=4, rows=100, seed=9)
     assert (
         generator_for(fitted_conditional, sampler)
@@ -211,7 +211,7 @@ def test_folded_gaussian_sampler_draws_the_same_rows(
     fitted: Fitted, fitted_conditional: Fitted, conditional: bool
 ) -> None:
     data = fitted_conditional if conditional else fitted
-    inner = build_sampler(SamplerConfig(name="gaussian")).fit(data.posterior)
+    inner = build_sampler(sampler_config(name="gaussian")).fit(data.posterior)
     spec = ShardSpec(index=0, rows=2_000, seed=1)
     folded = ShardGenerator(data.bundle, data.posterior, inner, 256).generate(spec)
     unfolded = ShardGenerator(data.bundle, data.posterior, _Unfolded(inner).fit(data.posterior), 256).generate(spec)
@@ -224,8 +224,8 @@ def test_folded_gaussian_sampler_draws_the_same_rows(
 
 def test_shards_longer_than_a_chunk_draw_as_one_pass(fitted: Fitted, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = ShardSpec(index=3, rows=1_000, seed=2)
-    whole = generator_for(fitted, SamplerConfig(name="gmm"), batch_rows=64).generate(spec)
+    whole = generator_for(fitted, sampler_config(name="gmm"), batch_rows=64).generate(spec)
     monkeypatch.setattr(worker, "_CHUNK_ROWS", 150)  # chunks of 128 rows (two batches), the last one 104
-    chunked = generator_for(fitted, SamplerConfig(name="gmm"), batch_rows=64).generate(spec)
+    chunked = generator_for(fitted, sampler_config(name="gmm"), batch_rows=64).generate(spec)
     assert chunked.equals(whole)
     assert all(column.num_chunks == 1 for column in chunked.columns)

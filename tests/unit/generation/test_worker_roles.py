@@ -12,7 +12,7 @@ import torch
 
 from tests.unit.test_bundle import PENGUINS
 from vae_pipeline.bundle import ModelBundle
-from vae_pipeline.config import DataConfig, PipelineConfig, SamplerConfig, StatisticsConfig
+from vae_pipeline.config import DataConfig, PipelineConfig, StatisticsConfig, sampler_config
 from vae_pipeline.generation.plan import plan_shards
 from vae_pipeline.generation.worker import ShardGenerator
 from vae_pipeline.models.mlp_vae import MLPVAEConfig, build_model
@@ -44,7 +44,7 @@ def generator() -> tuple[ShardGenerator, pa.Table]:
         stats, class_labels=[], config=StatisticsConfig(hole_draws=200, gmm_max_components=1), model_fingerprint="x"
     )
     bundle = ModelBundle(model, model_config, transform, PipelineConfig(data=config))
-    sampler = build_sampler(SamplerConfig(name="gaussian")).fit(posterior)
+    sampler = build_sampler(sampler_config(name="gaussian")).fit(posterior)
     return ShardGenerator(bundle, posterior, sampler, batch_rows=64), table
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.unit.samplers.synthetic import CLASS_LABELS, synthetic_posterior
-from vae_pipeline.config import SamplerConfig
+from vae_pipeline.config import PriorSamplerConfig, SamplerConfig, parse_config, sampler_config
 from vae_pipeline.errors import ConfigError, NotFittedError
 from vae_pipeline.posterior.aggregate import AggregatePosterior
 from vae_pipeline.samplers import SAMPLERS, build_sampler
@@ -33,17 +33,23 @@ def unlabelled(posterior: AggregatePosterior) -> AggregatePosterior:
 
 
 def test_build_sampler_passes_only_declared_options() -> None:
-    gaussian = build_sampler(SamplerConfig(name="gaussian", diagonal=True, temperature=0.7))
+    gaussian = build_sampler(sampler_config(name="gaussian", diagonal=True, temperature=0.7))
     assert isinstance(gaussian, GaussianSampler) and gaussian.diagonal and gaussian.temperature == 0.7
-    conditional = build_sampler(SamplerConfig(name="conditional", classes={"gentoo": 1.0}, diagonal=True))
+    conditional = build_sampler(sampler_config(name="conditional", classes={"gentoo": 1.0}))
     assert isinstance(conditional, ConditionalSampler) and conditional.classes == {"gentoo": 1.0}
-    assert type(build_sampler(SamplerConfig(name="prior", diagonal=True))) is PriorSampler
     for name, sampler_class in SAMPLERS.items():
-        assert type(build_sampler(SamplerConfig(name=name))) is sampler_class
+        assert type(build_sampler(sampler_config(name=name))) is sampler_class
+
+
+def test_each_sampler_takes_only_its_own_options() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'sampler\.diagonal'"):
+        parse_config({"sampler": {"name": "prior", "diagonal": True}})
+    with pytest.raises(ConfigError, match=r"'magic' is not a sampler; choose one of"):
+        parse_config({"sampler": {"name": "magic"}})
 
 
 def test_unknown_sampler_name_lists_the_known_ones() -> None:
-    config = SamplerConfig.model_construct(name="vamp", temperature=1.0, diagonal=False, classes=None)
+    config = PriorSamplerConfig.model_construct(name="vamp", temperature=1.0)
     with pytest.raises(ConfigError, match=r"unknown sampler 'vamp'.*conditional.*prior"):
         build_sampler(config)
 
@@ -123,7 +129,7 @@ def test_a_million_rows_of_sixteen_dims_is_fast(name: str) -> None:
         model_fingerprint="speed",
         config={},
     )
-    sampler = build_sampler(SamplerConfig(name=name)).fit(posterior)
+    sampler = build_sampler(sampler_config(name=name)).fit(posterior)
     start = time.perf_counter()
     sample = sampler.sample(1_000_000, generator=np.random.default_rng(1))
     elapsed = time.perf_counter() - start
@@ -137,9 +143,9 @@ def test_a_million_rows_of_sixteen_dims_is_fast(name: str) -> None:
 @pytest.mark.parametrize(
     "config",
     [
-        SamplerConfig(name="prior", temperature=0.7),
-        SamplerConfig(name="gaussian"),
-        SamplerConfig(name="gaussian", diagonal=True, temperature=1.3),
+        sampler_config(name="prior", temperature=0.7),
+        sampler_config(name="gaussian"),
+        sampler_config(name="gaussian", diagonal=True, temperature=1.3),
     ],
 )
 def test_affine_form_reproduces_sample(config: SamplerConfig, posterior: AggregatePosterior) -> None:
@@ -158,9 +164,9 @@ def test_affine_form_reproduces_sample(config: SamplerConfig, posterior: Aggrega
 
 @pytest.mark.parametrize("name", ["gmm", "empirical", "conditional"])
 def test_mixtures_have_no_affine_form(name: str, posterior: AggregatePosterior) -> None:
-    assert build_sampler(SamplerConfig(name=name)).fit(posterior).affine_form() is None
+    assert build_sampler(sampler_config(name=name)).fit(posterior).affine_form() is None
     with pytest.raises(NotFittedError):
-        build_sampler(SamplerConfig(name=name)).affine_form()
+        build_sampler(sampler_config(name=name)).affine_form()
 
 
 def test_standard_normal_is_seeded_by_the_generator() -> None:
