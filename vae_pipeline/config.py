@@ -258,6 +258,9 @@ SamplerConfig = Annotated[
     Field(discriminator="name"),
 ]
 _SAMPLER_ADAPTER: TypeAdapter[SamplerConfig] = TypeAdapter(SamplerConfig)
+# The one flat sampler config of earlier versions: its options and their defaults, and which sampler owns each.
+_FLAT_SAMPLER_DEFAULTS: dict[str, Any] = {"diagonal": False, "classes": None}
+_SAMPLER_OPTIONS = {"gaussian": "diagonal", "conditional": "classes"}
 
 
 def sampler_config(name: str = "auto", **options: Any) -> SamplerConfig:
@@ -362,6 +365,23 @@ class PipelineConfig(_Frozen):
     generation: GenerationConfig = GenerationConfig()
     augment: AugmentConfig = AugmentConfig()
     ray: RayConfig = RayConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_sampler(cls, data: Any) -> Any:
+        """Configs stored before samplers had one model each (in bundles, manifests) carry every sampler's options
+        at their defaults; those that do not belong to the named sampler are dropped, any other value still fails."""
+        sampler = data.get("sampler") if isinstance(data, dict) else None
+        if isinstance(sampler, dict):
+            name = sampler.get("name", "auto")
+            stale = {
+                key
+                for key, default in _FLAT_SAMPLER_DEFAULTS.items()
+                if key in sampler and sampler[key] == default and _SAMPLER_OPTIONS.get(name) != key
+            }
+            if stale:
+                data = {**data, "sampler": {k: v for k, v in sampler.items() if k not in stale}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:

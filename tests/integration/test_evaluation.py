@@ -40,6 +40,9 @@ SAMPLER_KEYS = {
     "privacy_ok",
     "privacy_reason",
     "outside_support",
+    "per_class",
+    "per_class_privacy_ok",
+    "per_class_privacy_reason",
 }
 
 

@@ -140,7 +140,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
     if results.get("choice"):
         lines += ["", f"Choice rule: {results['choice']['reason']}"]
-    lines += ["", *_table(results), *_support_section(results), "", *_latent_section(results["latent"])]
+    lines += ["", *_table(results), *_support_section(results), *_per_class_section(results)]
+    lines += ["", *_latent_section(results["latent"])]
     lines += ["", "## Plots", ""]
     lines += [
         "- [Marginals: real holdout vs the chosen sampler and the prior](plots/marginals.png)",
@@ -222,6 +223,46 @@ def _support_section(results: dict[str, Any]) -> list[str]:
         shares = [format_share((entry.get("outside_support") or {}).get(c, 0.0)) for c in columns]
         lines.append(f"| `{entry['name']}` | " + " | ".join(shares) + " |")
     return lines
+
+
+def _per_class_section(results: dict[str, Any]) -> list[str]:
+    """Per class, for the chosen sampler and the best refused one: rows, scores, verdict, then the warnings.
+
+    Nothing for entries without `per_class` (no label, images, reports written before per-class scores).
+    """
+    choice = (results.get("choice") or {}).get("name")
+    with_classes = [e for e in results["samplers"] if e.get("per_class") is not None]
+    chosen = [("chosen", e) for e in with_classes if e["name"] == choice]
+    refused = [e for e in with_classes if e["name"] != choice and not _passes(e)]
+    shown = chosen + [("best refused", e) for e in refused[:1]]
+    if not shown:
+        return []
+    lines = ["", "## Per class", "", f"Each class of `{results.get('label_column')}` scored on its own: quality and "
+             "detection against its real holdout rows, DCR against its training rows beside how close its fresh "
+             "real rows come, and the privacy guard's verdict per class (smallest classes first)."]  # fmt: skip
+    header = ["class", "rows (holdout / train / synthetic)", "quality", "detection AUC", "DCR ratio", "privacy ok"]
+    for title, entry in shown:
+        lines += ["", f"### `{entry['name']}` ({title})", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        for name, scores in entry["per_class"].items():
+            rows = scores["rows"]
+            cells = [f"`{name}`", f"{rows['holdout']} / {rows['train']} / {rows['synthetic']}",
+                     format_number(entry_part(scores, "quality", "score")), format_number(scores["detection_auc"]),
+                     format_number(entry_part(scores, "privacy", "dcr_ratio")), _class_verdict(scores)]  # fmt: skip
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        warnings = [scores["warning"] for scores in entry["per_class"].values() if scores.get("warning")]
+        lines += ["", *(f"- {warning}" for warning in warnings)] if warnings else []
+    return lines
+
+
+def _passes(entry: dict[str, Any]) -> bool:
+    return bool(entry["privacy_ok"]) and entry.get("per_class_privacy_ok") is not False
+
+
+def _class_verdict(scores: dict[str, Any]) -> str:
+    if scores["privacy_ok"] is None:
+        return "not judged"
+    return "yes" if scores["privacy_ok"] else "**no**: " + (scores.get("privacy_reason") or "no reason given")
 
 
 def _latent_section(latent: dict[str, Any]) -> list[str]:

@@ -30,7 +30,7 @@ def resolve_sampler(
         report = None
     sampler = config.sampler
     if sampler.name == "auto":
-        sampler = _per_class_choice(report) if per_class and config.augment.enabled else _auto_choice(report)
+        sampler = _augment_choice(report, per_class) if config.augment.enabled else _auto_choice(report)
     entry = find_entry(report, sampler) if report is not None else None
     evaluation = None if entry is None else {"report_url": default_evaluation_url(model_url), "scores": entry}
     if config.generation.privacy_guard:
@@ -61,17 +61,19 @@ def _auto_choice(report: dict[str, Any] | None) -> SamplerConfig:
     return parse_sampler(report["choice"]["sampler"])
 
 
-def _per_class_choice(report: dict[str, Any] | None) -> SamplerConfig:
-    """The best-ranked `conditional` candidate that passes the guard, whole-table and per class."""
+def _augment_choice(report: dict[str, Any] | None, per_class: bool) -> SamplerConfig:
+    """The best-ranked candidate that passes the guard for the whole table and for every class; for a plain model
+    (`per_class`: each class drawn from its own latents) only `conditional` candidates can draw one class."""
     _auto_choice(report)  # the same errors when there is no evaluation
     assert report is not None
     for entry in report["samplers"]:  # ranked best first
         passes = entry["privacy_ok"] and entry.get("per_class_privacy_ok") is not False
-        if entry["sampler"]["name"] == "conditional" and passes:
+        if passes and (not per_class or entry["sampler"]["name"] == "conditional"):
             return parse_sampler(entry["sampler"])
+    which = "`conditional` candidate" if per_class else "candidate"
     raise PrivacyError(
-        "augment draws each class from its own latents, but no `conditional` candidate passed the privacy guard "
-        "in this model's evaluation; train a CVAE (model.conditional: true) to use any sampler, or see report.md"
+        f"no {which} passed the privacy guard for every class in this model's evaluation; see its report.md"
+        + ("; a CVAE (model.conditional: true) can augment with any sampler" if per_class else "")
     )
 
 
