@@ -57,8 +57,9 @@ class ImageScorer:
 
     def score(self, table: pa.Table) -> dict[str, Any]:
         images, labels = self._images(table)
-        # A row's label is the class it was generated with (the condition of a CVAE or a conditional sampler, else
-        # the decoded class), so the real classifier's agreement with it is the conditional accuracy.
+        # A row's label is the class it was generated with under a CVAE (its condition) or an augmented run (its
+        # quota); a plain model decodes its label from z like any column. Either way the real classifier's agreement
+        # with it says whether image and label go together (`conditional_accuracy`).
         scores = self.reference_side.score(images, labels, requested=labels)
         return {
             "image": {key: value for key, value in scores.items() if key != "privacy"},
