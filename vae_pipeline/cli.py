@@ -46,7 +46,9 @@ OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="synthetic
 RowsOpt = Annotated[int | None, typer.Option("--rows", "-n", help="rows to generate")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="training epochs")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="seed for training, statistics and generation")]
-SamplerOpt = Annotated[str | None, typer.Option("--sampler", help="prior|gaussian|gmm|empirical|conditional")]
+SamplerOpt = Annotated[
+    str | None, typer.Option("--sampler", help="auto|prior|gaussian|gmm|empirical|conditional|flow|diffusion")
+]
 TemperatureOpt = Annotated[float | None, typer.Option("--temperature", help="latent temperature")]
 LabelOpt = Annotated[str | None, typer.Option("--label", help="label column (per-class statistics, CVAE)")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="Ray workers for every step")]

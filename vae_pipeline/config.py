@@ -389,6 +389,16 @@ class PipelineConfig(_Frozen):
             raise ValueError("model.conditional needs data.label_column; set the label column or conditional: false")
         if self.sampler.name == "conditional" and not self.data.label_column:
             raise ValueError("sampler 'conditional' needs data.label_column; set it or pick another sampler")
+        for name, prior in (("flow", self.statistics.priors.flow), ("diffusion", self.statistics.priors.diffusion)):
+            if prior is None and self.sampler.name == name:
+                raise ValueError(
+                    f"sampler {name!r} needs its prior trained, but statistics.priors.{name} is null; "
+                    "set its settings or pick another sampler"
+                )
+            if prior is not None and prior.conditional and not self.data.label_column:
+                raise ValueError(
+                    f"statistics.priors.{name}.conditional needs data.label_column; set the label or conditional: false"
+                )
         if self.augment.enabled and not self.data.label_column:
             raise ValueError("augment needs the label to balance; pass --label COLUMN (data.label_column)")
         return self

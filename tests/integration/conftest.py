@@ -27,7 +27,13 @@ def tiny_config(root: Path, **sections: Any) -> PipelineConfig:
         "data": {"input_url": PENGUINS, "label_column": "species", "holdout_fraction": 0.2},
         "model": {"latent_dim": 4, "hidden_dims": [32, 32]},
         "training": {"epochs": 40, "batch_size": 64, "learning_rate": 0.005, "beta": 0.5},
-        "statistics": {"reservoir_size": 200, "gmm_max_components": 3, "hole_draws": 500},
+        # No learned priors here: tests/integration/test_learned_priors.py trains and uses them.
+        "statistics": {
+            "reservoir_size": 200,
+            "gmm_max_components": 3,
+            "hole_draws": 500,
+            "priors": {"flow": None, "diffusion": None},
+        },
         "sampler": {"name": "gaussian"},
         "evaluation": {"rows": 300, "temperatures": [0.8], "min_holdout_rows": 20},
         "generation": {"rows": 3000, "rows_per_shard": 1000, "output_url": str(root / "synthetic"), "seed": 5},

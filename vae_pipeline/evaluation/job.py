@@ -32,7 +32,10 @@ from vae_pipeline.generation.plan import ShardSpec
 from vae_pipeline.generation.worker import ShardGenerator
 from vae_pipeline.posterior.aggregate import JSON_NAME, AggregatePosterior
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
+from vae_pipeline.samplers.base import LatentSampler
+from vae_pipeline.samplers.likelihood import held_out_log_likelihood
 from vae_pipeline.samplers.registry import build_sampler
+from vae_pipeline.samplers.store import fitted_sampler, prior_digest, prior_meta, stored_priors
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +46,11 @@ class Candidate:
     sampler: SamplerConfig
 
 
-def candidates(posterior: AggregatePosterior, settings: EvaluationConfig) -> list[Candidate]:
-    """Every sampler, the gaussian with and without off-diagonal terms, and the extra temperatures."""
+def candidates(
+    posterior: AggregatePosterior, settings: EvaluationConfig, priors: list[str] | None = None
+) -> list[Candidate]:
+    """Every sampler, the gaussian with and without off-diagonal terms, the learned `priors` stored beside the
+    statistics, and the extra temperatures (a flow's too: it scales the base noise, as Glow's temperature does)."""
     found = [
         Candidate("prior", sampler_config(name="prior")),
         Candidate("gaussian", sampler_config(name="gaussian")),
@@ -54,8 +60,11 @@ def candidates(posterior: AggregatePosterior, settings: EvaluationConfig) -> lis
     ]
     if len(posterior.class_labels) > 1:
         found.append(Candidate("conditional", sampler_config(name="conditional")))
+    for name in priors or []:
+        found.append(Candidate(name, sampler_config(name)))
+    tempered = ["prior", "gaussian", "gmm"] + [name for name in priors or [] if name == "flow"]
     for temperature in settings.temperatures:
-        for base in ("prior", "gaussian", "gmm"):
+        for base in tempered:
             found.append(Candidate(f"{base}@T={temperature:g}", sampler_config(name=base, temperature=temperature)))
     return found
 
@@ -83,7 +92,7 @@ def run_evaluation(
         progress.finish(reused)
         return report_json
     with steps.timed() as clock:
-        results = _evaluate(config, bundle, posterior, source, data, evaluation_url, progress)
+        results = _evaluate(config, bundle, posterior, source, data, evaluation_url, statistics_url, progress)
     record = steps.finished_record("evaluate", key, steps.file_digest(report_json) or "", clock.seconds)
     steps.write_record(evaluation_url, record)
     progress.finish(evaluation_summary(results))
@@ -98,6 +107,7 @@ def evaluation_step_key(
         "evaluate",
         model=bundle.fingerprint,
         statistics=steps.file_digest(storage.join_url(statistics_url, JSON_NAME)),
+        priors={name: prior_digest(statistics_url, name) for name in stored_priors(statistics_url)},
         input=steps.input_stamp(source.filesystem, source.files),
         data=data.model_dump(mode="json", exclude={"storage_options"}),
         evaluation=config.evaluation.model_dump(mode="json"),
@@ -125,6 +135,7 @@ def _evaluate(
     source: TableSource,
     data: DataConfig,
     report_url: str,
+    statistics_url: str,
     progress: Progress = NO_PROGRESS,
 ) -> dict[str, Any]:
     settings = config.evaluation
@@ -137,13 +148,16 @@ def _evaluate(
     latents: dict[str, np.ndarray] = {}
     scored: list[dict[str, Any]] = []
     # The scored samples are small: one thread per classifier is fastest, and far faster on a busy machine.
-    found = candidates(posterior, settings)
+    found = candidates(posterior, settings, stored_priors(statistics_url))
+    seed = config.statistics.priors.seed  # the held-out rows the learned priors never trained on
     progress.start("evaluate", len(found), "candidates")
     with one_thread():  # torch's decoding and the domain classifier too
         scorer = build_scorer(bundle.transform, real, settings)
         for candidate in found:
-            tables[candidate.name], latents[candidate.name] = _generate(bundle, posterior, candidate.sampler, settings)
+            fitted = fitted_sampler(candidate.sampler, posterior, statistics_url)
+            tables[candidate.name], latents[candidate.name] = _generate(bundle, posterior, fitted, settings)
             entry: dict[str, Any] = {"name": candidate.name, "sampler": candidate.sampler.model_dump(mode="json")}
+            entry["latent_log_likelihood"] = held_out_log_likelihood(candidate.sampler, fitted, posterior, seed)
             entry |= scorer.score(tables[candidate.name])
             entry["composite"] = scorer.composite(entry)
             scored.append(entry)
@@ -169,7 +183,7 @@ def _evaluate(
             "holdout": real.holdout.num_rows,
             "train": real.train.num_rows,
         },
-        "latent": _latent_diagnostics(posterior, config),
+        "latent": _latent_diagnostics(posterior, config, statistics_url),
         "reference": reference,
         "real_copy_share": scorer.baseline["exact_copy_share"],
         "samplers": ranked,
@@ -227,9 +241,8 @@ def evaluation_summary(results: dict[str, Any]) -> str:
 
 
 def _generate(
-    bundle: ModelBundle, posterior: AggregatePosterior, sampler: SamplerConfig, settings: EvaluationConfig
+    bundle: ModelBundle, posterior: AggregatePosterior, fitted: LatentSampler, settings: EvaluationConfig
 ) -> tuple[pa.Table, np.ndarray]:
-    fitted = build_sampler(sampler).fit(posterior)
     table = ShardGenerator(bundle, posterior, fitted).generate(
         ShardSpec(index=0, rows=settings.rows, seed=settings.seed)
     )
@@ -243,8 +256,10 @@ def _posterior_draws(posterior: AggregatePosterior, settings: EvaluationConfig) 
     return empirical.sample(min(settings.rows, 2_000), generator=np.random.default_rng(settings.seed)).z
 
 
-def _latent_diagnostics(posterior: AggregatePosterior, config: PipelineConfig) -> dict[str, Any]:
+def _latent_diagnostics(posterior: AggregatePosterior, config: PipelineConfig, statistics_url: str) -> dict[str, Any]:
+    priors = {name: prior_meta(statistics_url, name) for name in stored_priors(statistics_url)}
     return {
+        "priors": {name: {"seconds": meta["seconds"], "epochs": len(meta["curve"])} for name, meta in priors.items()},
         "latent_dim": posterior.latent_dim,
         "active_units": posterior.active_units,
         "kl_to_prior_estimate": posterior.kl_to_prior_estimate,

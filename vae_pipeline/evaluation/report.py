@@ -141,7 +141,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     if results.get("choice"):
         lines += ["", f"Choice rule: {results['choice']['reason']}"]
     lines += ["", *_table(results), *_support_section(results), *_per_class_section(results)]
-    lines += ["", *_latent_section(results["latent"])]
+    lines += ["", *_latent_section(results["latent"]), *_latent_fit_section(results)]
     lines += ["", "## Plots", ""]
     lines += [
         "- [Marginals: real holdout vs the chosen sampler and the prior](plots/marginals.png)",
@@ -263,6 +263,28 @@ def _class_verdict(scores: dict[str, Any]) -> str:
     if scores["privacy_ok"] is None:
         return "not judged"
     return "yes" if scores["privacy_ok"] else "**no**: " + (scores.get("privacy_reason") or "no reason given")
+
+
+def _latent_fit_section(results: dict[str, Any]) -> list[str]:
+    """Each sampler's held-out latent log-likelihood (samplers/likelihood.py), best first, and the priors' cost."""
+    scored = [e for e in results["samplers"] if e.get("latent_log_likelihood") is not None]
+    if not scored:
+        return []
+    lines = [
+        "",
+        "## Latent fit",
+        "",
+        "Mean log-density of posterior draws of held-out reservoir rows under each sampler (nats per row, higher "
+        "fits the aggregate posterior better; diffusion has no tractable density):",
+        "",
+    ]
+    for entry in sorted(scored, key=lambda e: -e["latent_log_likelihood"]):
+        lines.append(f"- `{entry['name']}`: {entry['latent_log_likelihood']:.3f}")
+    priors = results["latent"].get("priors") or {}
+    if priors:
+        spent = ", ".join(f"{name} {info['seconds']:.1f}s" for name, info in priors.items())
+        lines += ["", f"Learned priors trained by the statistics step in: {spent}."]
+    return lines
 
 
 def _latent_section(latent: dict[str, Any]) -> list[str]:

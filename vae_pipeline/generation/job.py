@@ -47,11 +47,10 @@ from vae_pipeline.generation.shard_writer import (
 )
 from vae_pipeline.generation.worker import class_sampler
 from vae_pipeline.generation.writer import ShardRecord
-from vae_pipeline.posterior.aggregate import ARRAYS_NAME, JSON_NAME
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
 from vae_pipeline.resources import require_gpus
 from vae_pipeline.runtime import ensure_ray, user_error_in
-from vae_pipeline.samplers.registry import build_sampler
+from vae_pipeline.samplers.store import fitted_sampler, prior_digest, statistics_digest
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +188,7 @@ def _settle(config: PipelineConfig, model_url: str | None, statistics_url: str |
     bundle, posterior = load_artifacts(model_url, statistics_url)
     per_class = not bundle.transform.conditional  # a CVAE takes its class as the condition, with any sampler
     chosen, evaluation = resolve_sampler(config, model_url, bundle.fingerprint, per_class=per_class)
-    fitted = build_sampler(chosen).fit(posterior)
+    fitted = fitted_sampler(chosen, posterior, statistics_url)
     augment, plan, extra = None, plan_shards(settings.rows, settings.rows_per_shard, settings.seed), None
     if config.augment.enabled:
         source = open_source(bundle.config.data)  # the rows the model was trained on are the rows augmented
@@ -208,6 +207,7 @@ def _settle(config: PipelineConfig, model_url: str | None, statistics_url: str |
         batch_rows=settings.decode_batch_rows,
         device=settings.device,
         extra=extra,
+        sampler_state=prior_digest(statistics_url, chosen.name),
     )
     return _Run(config, model_url, statistics_url, bundle, chosen, evaluation, run_id, plan, augment)
 
@@ -279,12 +279,6 @@ def step_history(model_url: str, statistics_url: str) -> list[dict[str, Any]]:
     """What the upstream steps recorded (when, how long, peak memory), so a dataset carries its lineage."""
     evaluation_url = default_evaluation_url(model_url)
     return steps.history({"train": model_url, "statistics": statistics_url, "evaluate": evaluation_url})
-
-
-def statistics_digest(statistics_url: str) -> str:
-    """A content hash of the stored statistics, so recomputed statistics make a new run."""
-    files = (JSON_NAME, ARRAYS_NAME)
-    return "".join(storage.sha256_of(storage.join_url(statistics_url, name))[:16] for name in files)
 
 
 def _write_all(

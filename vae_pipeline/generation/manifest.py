@@ -117,6 +117,7 @@ def generation_run_id(
     device: str = "cpu",
     generator_version: int = GENERATOR_VERSION,
     extra: dict[str, Any] | None = None,
+    sampler_state: str | None = None,
 ) -> str:
     """Identity of a generation run: everything that decides the bytes; two runs with equal ids write equal shards.
 
@@ -136,6 +137,8 @@ def generation_run_id(
     }
     if extra is not None:  # an augmented run's classes and input; absent, a plain run keeps the id it had
         payload["extra"] = extra
+    if sampler_state is not None:  # a learned prior's weights: retrained weights make a new run
+        payload["sampler_state"] = sampler_state
     return hashlib.sha256(storage.canonical_json(payload).encode()).hexdigest()[:16]
 
 

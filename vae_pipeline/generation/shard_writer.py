@@ -25,7 +25,7 @@ from vae_pipeline.generation.plan import ShardSpec
 from vae_pipeline.generation.worker import ShardGenerator
 from vae_pipeline.generation.writer import write_shard
 from vae_pipeline.posterior.aggregate import AggregatePosterior, load_posterior
-from vae_pipeline.samplers.registry import build_sampler
+from vae_pipeline.samplers.store import fitted_sampler
 
 # Each writer decodes on one thread: a Ray actor holds one CPU, and the same thread count in-process keeps the
 # floating-point reductions, and so the shards' bytes, the same as the actor's.
@@ -50,7 +50,7 @@ class ShardWriter:
         bundle, posterior = load_artifacts(model_url, statistics_url)
         self.bundle = bundle
         self.provenance = provenance  # an augmented run's boolean column: True on synthetic rows
-        fitted = build_sampler(parse_sampler(sampler)).fit(posterior)
+        fitted = fitted_sampler(parse_sampler(sampler), posterior, statistics_url)
         self.generator = ShardGenerator(bundle, posterior, fitted, batch_rows, worker_device(device))
         self.counts: dict[str, Any] = {"pid": os.getpid(), "shards": 0, "rows": 0, "seconds": 0.0}
         if device == "cuda":

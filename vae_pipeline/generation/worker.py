@@ -24,6 +24,7 @@ from vae_pipeline.models.base import VAE, FeatureMajorDecoder, LatentAffineFolda
 from vae_pipeline.posterior.aggregate import AggregatePosterior
 from vae_pipeline.samplers.base import LatentSampler, standard_normal_tensor
 from vae_pipeline.samplers.conditional import ConditionalSampler
+from vae_pipeline.samplers.learned import LearnedSampler
 from vae_pipeline.transforms.table import TableTransform
 
 # Rows inverse-transformed per call: large enough that per-column call overhead vanishes, small enough that the
@@ -169,6 +170,8 @@ def class_sampler(
     if isinstance(sampler, ConditionalSampler):
         label = str(posterior.class_labels[code])
         return ConditionalSampler(sampler.temperature, classes={label: 1.0}).fit(posterior)
+    if isinstance(sampler, LearnedSampler) and sampler.conditional:
+        return sampler.restricted_to(code)
     if transform.conditional:
         return sampler
     raise ConfigError(

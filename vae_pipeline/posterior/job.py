@@ -30,6 +30,7 @@ from vae_pipeline.posterior.aggregate import JSON_NAME, AggregatePosterior, fina
 from vae_pipeline.posterior.stats import PosteriorStats
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
 from vae_pipeline.runtime import ensure_ray, is_client_address, read_dataset, run_as_driver
+from vae_pipeline.samplers.store import train_priors
 from vae_pipeline.split import Split, row_keys, split_codes
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,11 @@ def _reused(statistics_url: str, key: str) -> str | None:
 
 def statistics_summary(summary: dict[str, Any]) -> str:
     """The statistics step's key figures from the posterior's summary: `4,000 training rows, 12/16 active units`."""
-    return f"{plural(summary['count'], 'training row')}, {summary['active_units']}/{summary['latent_dim']} active units"
+    line = f"{plural(summary['count'], 'training row')}, {summary['active_units']}/{summary['latent_dim']} active units"
+    priors = summary.get("priors") or {}
+    if priors:
+        line += "; priors trained: " + ", ".join(f"{name} {info['seconds']:.1f}s" for name, info in priors.items())
+    return line
 
 
 def _compute(
@@ -122,7 +127,9 @@ def _compute(
     )
     save_posterior(posterior, statistics_url)
     _log_summary(posterior)
-    return posterior.summary()
+    with one_thread():  # small networks on one core train fastest, and far faster on a busy machine
+        priors = train_priors(settings.priors, posterior, statistics_url)
+    return {**posterior.summary(), "priors": priors}
 
 
 def reservoir_key_bound(expected_rows: int, reservoir_size: int) -> int | None:

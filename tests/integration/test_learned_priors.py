@@ -1,0 +1,97 @@
+"""Learned priors end to end: trained by the statistics step, scored by the evaluation, generated from by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PENGUINS, REPO
+from vae_pipeline.generation.manifest import read_manifest
+
+SMALL = {
+    "model": {"latent_dim": 4, "hidden_dims": [32, 32]},
+    "training": {"executor": "local"},
+    "statistics": {"executor": "local", "priors": {"flow": {"epochs": 20}, "diffusion": {"epochs": 40, "steps": 10}}},
+    "evaluation": {"rows": 150, "temperatures": [0.8]},
+    "generation": {"rows": 500, "executor": "local", "num_workers": 1},
+}
+
+
+def vae_pipeline(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    command = [sys.executable, "-m", "vae_pipeline.cli", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    root = tmp_path_factory.mktemp("priors")
+    (root / "config.yaml").write_text(json.dumps(SMALL))
+    result = vae_pipeline(
+        "run", "--config", str(root / "config.yaml"), "--input", PENGUINS, "--label", "species", "--model",
+        str(root / "model"), "--output", str(root / "flow"), "--epochs", "20", "--sampler", "flow",
+        "--no-privacy-guard",
+    )  # fmt: skip
+    return root, result
+
+
+def test_the_flow_generates_from_the_stored_flow_prior(flow_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    root, result = flow_run
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    manifest = read_manifest(str(root / "flow"))
+    assert manifest is not None and manifest.rows == 500 and manifest.sampler["name"] == "flow"
+    for name in ("flow", "diffusion"):
+        meta = json.loads((root / "model" / "statistics" / "priors" / name / "prior.json").read_text())
+        assert meta["curve"] and meta["seconds"] > 0
+    assert "priors trained: flow" in result.stdout
+
+
+def test_the_evaluation_scores_the_learned_priors(flow_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    root, _ = flow_run
+    report = json.loads((root / "model" / "evaluation" / "report.json").read_text())
+    entries = {entry["name"]: entry for entry in report["samplers"]}
+
+    assert {"flow", "diffusion", "flow@T=0.8"} <= set(entries)
+    assert entries["flow"]["latent_log_likelihood"] is not None
+    assert entries["diffusion"]["latent_log_likelihood"] is None  # no tractable density
+    assert entries["gaussian"]["latent_log_likelihood"] is not None
+    assert "## Latent fit" in (root / "model" / "evaluation" / "report.md").read_text()
+
+
+def test_diffusion_generates_with_its_own_step_count_and_the_run_id_follows_the_weights(
+    flow_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    root, _ = flow_run
+    outputs = []
+    for steps in (5, 8):
+        (root / f"diffusion{steps}.yaml").write_text(
+            json.dumps({**SMALL, "sampler": {"name": "diffusion", "steps": steps}})
+        )
+        result = vae_pipeline(
+            "generate", "--config", str(root / f"diffusion{steps}.yaml"), "--model", str(root / "model"),
+            "--output", str(root / f"diffusion{steps}"), "--no-privacy-guard",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.append(read_manifest(str(root / f"diffusion{steps}")))
+    first, second = outputs
+    assert first is not None and second is not None and first.run_id != second.run_id
+    assert first.sampler == {"name": "diffusion", "temperature": 1.0, "steps": 5}
+
+
+def test_a_sampler_whose_prior_is_not_trained_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(json.dumps({"statistics": {"priors": {"flow": None}}}))
+    result = vae_pipeline(
+        "run", "--config", str(tmp_path / "config.yaml"), "--input", PENGUINS, "--model", str(tmp_path / "model"),
+        "--output", str(tmp_path / "out"), "--sampler", "flow",
+    )  # fmt: skip
+
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert "statistics.priors.flow is null" in lines[0]
+    assert not (tmp_path / "model").exists()
