@@ -43,6 +43,7 @@ SAMPLER_KEYS = {
     "per_class",
     "per_class_privacy_ok",
     "per_class_privacy_reason",
+    "latent_log_likelihood",
 }
 
 
