@@ -175,7 +175,7 @@ class DiffusionPriorSettings(_Frozen):
     conditional: bool = Field(False, description="condition on the label (needs data.label_column)")
     steps: int = Field(30, ge=1, description="Heun steps when sampling (a sampler's `steps` overrides it)")
     hidden: int = Field(256, ge=8)
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(60, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(256, ge=8)
 
