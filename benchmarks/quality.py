@@ -1,12 +1,17 @@
-"""Quality benchmark: our pipeline (Ray-trained VAE, aggregate-posterior samplers, `auto`) against SDV's TVAE.
+"""Quality benchmark: our pipeline (the VAE, aggregate-posterior and learned samplers, `auto`) against SDV's
+TVAE.
 
 Both systems see the same split of the same table: our seeded row split keeps a holdout that neither system trains
 on; TVAE is fitted on every non-holdout row (our train + validation rows); both train for the same number of epochs
 with the same batch size and seed, sample the same number of rows, and are scored on the same holdout with the same
-functions (`vae_pipeline.evaluation.metrics`). See benchmarks/README.md for what is measured and the last results.
+functions (`vae_pipeline.evaluation.metrics`). Every sampler the evaluation considered (the learned flow and
+diffusion priors included, diffusion also at other step counts) is scored the same way, with the share of the
+TVAE-to-ceiling quality gap it closes; gaussian, flow and diffusion are timed generating rows on one thread. See
+benchmarks/README.md for what is measured and the last results.
 
     python benchmarks/quality.py [--datasets penguins,breast_cancer,wine,digits] [--epochs N] [--seed S]
-                                 [--batch-size B] [--out out/bench/quality]
+                                 [--batch-size B] [--diffusion-steps 10,20,30,50] [--speed-rows N]
+                                 [--out out/bench/quality]
 
 Needs SDV (`make bench-install`); never part of `make test`.
 """
@@ -41,17 +46,21 @@ from vae_pipeline.data import open_source
 from vae_pipeline.evaluation import metrics, privacy
 from vae_pipeline.evaluation.job import run_evaluation
 from vae_pipeline.evaluation.sampling import sample_real_rows
+from vae_pipeline.executor import one_thread
 from vae_pipeline.generation.job import load_artifacts
 from vae_pipeline.generation.plan import ShardSpec
 from vae_pipeline.generation.worker import ShardGenerator
 from vae_pipeline.posterior.job import run_statistics
 from vae_pipeline.runtime import shutdown_ray
-from vae_pipeline.samplers.registry import build_sampler
+from vae_pipeline.samplers.registry import LEARNED
+from vae_pipeline.samplers.store import fitted_sampler, prior_meta
 from vae_pipeline.split import Split, split_codes
 from vae_pipeline.training.job import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_TABLE_ROWS = 1_000  # below this the holdout is 20% of the rows instead of 10%, so it can be scored
+GAP_TARGET = 0.75  # auto closes at least this share of the TVAE-to-ceiling quality gap (issue 14)
+SPEED_TARGET = 1 / 3  # flow and diffusion generate at least a third of gaussian's rows per second (issue 14)
 
 
 # ----------------------------------------------------------------------------------------------- datasets
@@ -127,6 +136,7 @@ class OursRun:
     report: dict[str, Any]
     seconds: float
     epoch_seconds: list[float]
+    statistics_seconds: float  # run_statistics wall, the learned priors' training included
 
 
 def pipeline_config(
@@ -159,11 +169,13 @@ def run_ours(config: PipelineConfig) -> OursRun:
     started = time.perf_counter()
     model_url = run_training(config)
     seconds = time.perf_counter() - started
+    started = time.perf_counter()
     statistics_url = run_statistics(config, model_url=model_url)
+    statistics_seconds = time.perf_counter() - started
     report_url = run_evaluation(config, model_url=model_url, statistics_url=statistics_url)
     report = json.loads(Path(report_url).read_text())
     epoch_seconds = [float(m["seconds"]) for m in load_bundle(model_url).metrics]
-    return OursRun(model_url, statistics_url, report, seconds, epoch_seconds)
+    return OursRun(model_url, statistics_url, report, seconds, epoch_seconds, statistics_seconds)
 
 
 def auto_sampler(report: dict[str, Any]) -> tuple[str, SamplerConfig]:
@@ -177,9 +189,51 @@ def auto_sampler(report: dict[str, Any]) -> tuple[str, SamplerConfig]:
 
 def generate_ours(run: OursRun, sampler: SamplerConfig, rows: int, seed: int) -> pd.DataFrame:
     bundle, posterior = load_artifacts(run.model_url, run.statistics_url)
-    fitted = build_sampler(sampler).fit(posterior)
+    fitted = fitted_sampler(sampler, posterior, run.statistics_url)  # a learned prior is loaded from the store
     table = ShardGenerator(bundle, posterior, fitted).generate(ShardSpec(index=0, rows=rows, seed=seed))
     return table.to_pandas()
+
+
+def sampler_variants(report: dict[str, Any], diffusion_steps: list[int], default: int) -> dict[str, SamplerConfig]:
+    """`ours/<candidate>` for every sampler the evaluation scored (the prior is `ours-prior`), and diffusion at
+    each other step count than its `default` (`ours/diffusion@steps=N`), so the steps' cost in quality shows too."""
+    found = {f"ours/{e['name']}": parse_sampler(e["sampler"]) for e in report["samplers"] if e["name"] != "prior"}
+    if "ours/diffusion" in found:
+        for steps in diffusion_steps:
+            if steps != (getattr(found["ours/diffusion"], "steps", None) or default):
+                found[f"ours/diffusion@steps={steps}"] = sampler_config("diffusion", steps=steps)
+    return found
+
+
+# ----------------------------------------------------------------------------------------------- generation speed
+
+
+def generation_speed(run: OursRun, args: argparse.Namespace) -> dict[str, Any]:
+    """Rows per second of `ShardGenerator.generate` (the generation workers' code path) on one thread, for gaussian,
+    flow and diffusion at each step count: the median of `--speed-repeats` shards of `--speed-rows` rows after one
+    warm-up shard, timed in this process's CPU seconds (other work on the machine moves it less than wall time)."""
+    bundle, posterior = load_artifacts(run.model_url, run.statistics_url)
+    configs = {"gaussian": sampler_config("gaussian"), "flow": sampler_config("flow")}
+    configs |= {f"diffusion@steps={s}": sampler_config("diffusion", steps=s) for s in args.diffusion_steps}
+    rates: dict[str, dict[str, float]] = {}
+    with one_thread():
+        for name, sampler in configs.items():
+            generator = ShardGenerator(bundle, posterior, fitted_sampler(sampler, posterior, run.statistics_url))
+            generator.generate(ShardSpec(index=0, rows=min(args.speed_rows, 4_096), seed=args.seed))
+            cpu, wall = [], []
+            for repeat in range(args.speed_repeats):
+                started_cpu, started_wall = time.process_time(), time.perf_counter()
+                generator.generate(ShardSpec(index=repeat, rows=args.speed_rows, seed=args.seed + repeat))
+                cpu.append(time.process_time() - started_cpu)
+                wall.append(time.perf_counter() - started_wall)
+            rates[name] = {
+                "rows_per_s": args.speed_rows / float(np.median(cpu)),
+                "rows_per_s_wall": args.speed_rows / float(np.median(wall)),
+            }
+    for entry in rates.values():
+        entry["vs_gaussian"] = entry["rows_per_s"] / rates["gaussian"]["rows_per_s"]
+    default = prior_meta(run.statistics_url, "diffusion")["settings"]["steps"]
+    return {"rows": args.speed_rows, "repeats": args.speed_repeats, "diffusion_default_steps": default, **rates}
 
 
 # ----------------------------------------------------------------------------------------------- TVAE
@@ -245,6 +299,18 @@ def ceiling(real: RealRows, kinds: dict[str, str], label: str, seed: int) -> dic
     return entry
 
 
+def gap_closed(quality: float, tvae: float, ceiling: float) -> float | None:
+    """The share of the TVAE-to-ceiling quality gap a system closes (1: at the ceiling, 0: no better than TVAE);
+    None where TVAE is already at or above the ceiling."""
+    return (quality - tvae) / (ceiling - tvae) if ceiling > tvae else None
+
+
+def add_gap_shares(systems: dict[str, dict[str, Any]]) -> None:
+    tvae, top = systems["TVAE"]["quality"]["score"], systems["real-train ceiling"]["quality"]["score"]
+    for entry in systems.values():
+        entry["quality_gap_closed"] = gap_closed(entry["quality"]["score"], tvae, top)
+
+
 def targets(systems: dict[str, dict[str, Any]], auto_key: str) -> dict[str, bool]:
     ours, tvae = systems[auto_key], systems["TVAE"]
     ours_dcr, tvae_dcr = ours["privacy"]["dcr_ratio"], tvae["privacy"]["dcr_ratio"]
@@ -255,6 +321,40 @@ def targets(systems: dict[str, dict[str, Any]], auto_key: str) -> dict[str, bool
         "DCR ratio >= TVAE or >= 1": ours_dcr >= tvae_dcr or ours_dcr >= 1.0,
         "train seconds <= TVAE": ours["train_seconds"] <= tvae["train_seconds"],
     }
+
+
+def prior_targets(systems: dict[str, dict[str, Any]], auto_key: str, speed: dict[str, Any]) -> dict[str, Any]:
+    """Issue 14's targets on one table, each {"met": bool, "detail": str}."""
+    auto, share = systems[auto_key], systems[auto_key]["quality_gap_closed"]
+    closed_form = {k: e for k, e in systems.items() if k.startswith("ours") and not _learned(k) and k != auto_key}
+    best = min(closed_form, key=lambda k: closed_form[k]["detection_auc"])
+    steps = speed["diffusion_default_steps"]
+    flow, diffusion = speed["flow"]["vs_gaussian"], speed[f"diffusion@steps={steps}"]["vs_gaussian"]
+    return {
+        f"auto closes >= {GAP_TARGET:.0%} of the TVAE-to-ceiling quality gap": {
+            "met": share is not None and share >= GAP_TARGET,
+            "detail": f"{_pct(share)} (quality {auto['quality']['score']:.3f})",
+        },
+        "auto's detection AUC <= the best closed-form sampler's": {
+            "met": auto["detection_auc"] <= closed_form[best]["detection_auc"],
+            "detail": f"{auto['detection_auc']:.3f} vs {best} {closed_form[best]['detection_auc']:.3f}"
+            + (" (auto's own sampler)" if best == f"ours/{auto_key[10:-1]}" else ""),
+        },
+        "flow >= 1/3 of gaussian's rows/s": {"met": flow >= SPEED_TARGET, "detail": f"{flow:.2f}x"},
+        f"diffusion ({steps} steps, its default) >= 1/3 of gaussian's rows/s": {
+            "met": diffusion >= SPEED_TARGET,
+            "detail": f"{diffusion:.2f}x",
+        },
+    }
+
+
+def _learned(system: str) -> bool:
+    """ours/flow@T=0.8 -> True: a learned prior's row (ours-prior is N(0, I), closed-form)."""
+    return system.startswith("ours/") and system[5:].split("@")[0] in LEARNED
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
 
 
 # ----------------------------------------------------------------------------------------------- one dataset
@@ -277,18 +377,33 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     ours = run_ours(config)
     kinds = load_bundle(ours.model_url).transform.scoring_kinds()
     choice, auto = auto_sampler(ours.report)
-    tvae_rows, tvae_seconds = run_tvae(real.modelled, kinds, args, rows)
-    samples = {
-        f"ours-auto[{choice}]": (generate_ours(ours, auto, rows, args.seed), ours.seconds),
-        "ours-prior": (generate_ours(ours, sampler_config(name="prior"), rows, args.seed), ours.seconds),
-        "TVAE": (tvae_rows, tvae_seconds),
+    speed = generation_speed(ours, args)
+    # TVAE models the scored columns: constant columns (digits' always-blank pixels) are never scored and have no
+    # kind to give SDV.
+    tvae_rows, tvae_seconds = run_tvae(real.modelled[list(kinds)], kinds, args, rows)
+    ours_samplers = {
+        f"ours-auto[{choice}]": auto,
+        "ours-prior": sampler_config(name="prior"),
+        **sampler_variants(ours.report, args.diffusion_steps, speed["diffusion_default_steps"]),
     }
     systems: dict[str, dict[str, Any]] = {}
+    scored: dict[str, dict[str, Any]] = {}  # sampler JSON -> scores: auto's twin among the candidates is not rescored
     with threadpool_limits(limits=1):  # small samples: one thread per classifier is fastest on 2 cores
-        for system, (synthetic, seconds) in samples.items():
-            systems[system] = {**score(synthetic, real, kinds, label, args.seed), "train_seconds": seconds}
-            save_sample(synthetic, args.out / name / "samples", system)
+        for system, sampler in ours_samplers.items():
+            key = sampler.model_dump_json()
+            if key not in scored:
+                synthetic = generate_ours(ours, sampler, rows, args.seed)
+                scored[key] = score(synthetic, real, kinds, label, args.seed)
+                save_sample(synthetic, args.out / name / "samples", system)
+            systems[system] = {**scored[key], "train_seconds": ours.seconds}
+        systems["TVAE"] = {**score(tvae_rows, real, kinds, label, args.seed), "train_seconds": tvae_seconds}
+        save_sample(tvae_rows, args.out / name / "samples", "TVAE")
         systems["real-train ceiling"] = {**ceiling(real, kinds, label, args.seed), "train_seconds": None}
+    systems = {k: systems[k] for k in [*list(ours_samplers)[:2], "TVAE", "real-train ceiling", *ours_samplers]}
+    add_gap_shares(systems)
+    likelihood = {e["name"]: e.get("latent_log_likelihood") for e in ours.report["samplers"]}
+    for system, entry in systems.items():
+        entry["latent_log_likelihood"] = _system_likelihood(system, choice, likelihood)
     return {
         "rows": {
             "table": len(frame),
@@ -309,7 +424,25 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "evaluation_ranking": [(e["name"], round(e["composite"], 4), e["privacy_ok"]) for e in ours.report["samplers"]],
         "systems": systems,
         "targets": targets(systems, f"ours-auto[{choice}]"),
+        "seconds": {
+            "vae_training": ours.seconds,
+            "statistics": ours.statistics_seconds,
+            "priors": {n: p["seconds"] for n, p in ours.report["latent"].get("priors", {}).items()},
+            "tvae_fit": tvae_seconds,
+        },
+        "latent_log_likelihood": likelihood,
+        "generation_speed": speed,
+        "learned_prior_targets": prior_targets(systems, f"ours-auto[{choice}]", speed),
     }
+
+
+def _system_likelihood(system: str, choice: str, likelihood: dict[str, float | None]) -> float | None:
+    """A row's held-out latent log-likelihood from the evaluation report (its candidate's; None where undefined)."""
+    if system.startswith("ours-auto["):
+        return likelihood.get(choice)
+    if system == "ours-prior":
+        return likelihood.get("prior")
+    return likelihood.get(system.removeprefix("ours/")) if system.startswith("ours/") else None
 
 
 # ----------------------------------------------------------------------------------------------- output
@@ -318,7 +451,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def save_sample(frame: pd.DataFrame, directory: Path, system: str) -> None:
     """The scored rows, for a look at what a score hides (ours-auto[gmm] -> ours-auto.parquet)."""
     directory.mkdir(parents=True, exist_ok=True)
-    stem = system.split("[")[0].replace(" ", "-")
+    stem = system.split("[")[0].replace(" ", "-").replace("/", "-")
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), directory / f"{stem}.parquet")
 
 
@@ -330,31 +463,72 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def print_table(name: str, result: dict[str, Any]) -> None:
     header = (
-        f"{'system':<34} {'quality':>8} {'det.AUC':>8} {'util.F1':>8} {'DCR ratio':>10} {'copies':>7} {'train s':>8}"
+        f"{'system':<34} {'quality':>8} {'gap':>5} {'det.AUC':>8} {'util.F1':>8} {'DCR ratio':>10} {'copies':>7} "
+        f"{'train s':>8} {'latent LL':>10}"
     )
     print(
         f"\n{name}  (holdout {result['rows']['holdout']} rows, {result['rows']['synthetic']} synthetic rows, "
-        f"{result['epochs']} epochs, batch {result['batch_size']})"
+        f"{result['epochs']} epochs, batch {result['batch_size']}; gap: share of the TVAE-to-ceiling quality gap "
+        "closed; latent LL: held-out latent log-likelihood, nats/row)"
     )
     print(header)
     print("-" * len(header))
-    for system, entry in result["systems"].items():
+    for row, (system, entry) in enumerate(result["systems"].items()):
+        if row == 4:  # after the four headline rows: every other sampler of the same model
+            print("  every other sampler of the same model, in the evaluation's ranking order:")
         privacy = entry["privacy"]
         print(
-            f"{system:<34} {_fmt(entry['quality']['score']):>8} {_fmt(entry['detection_auc']):>8} "
-            f"{_fmt(entry['utility']['macro_f1']):>8} {_fmt(privacy['dcr_ratio'], 2):>10} "
-            f"{privacy['exact_copy_share']:>7.1%} {_fmt(entry['train_seconds'], 1):>8}"
+            f"{system:<34} {_fmt(entry['quality']['score']):>8} {_pct(entry.get('quality_gap_closed')):>5} "
+            f"{_fmt(entry['detection_auc']):>8} {_fmt(entry['utility']['macro_f1']):>8} "
+            f"{_fmt(privacy['dcr_ratio'], 2):>10} {privacy['exact_copy_share']:>7.1%} "
+            f"{_fmt(entry['train_seconds'], 1):>8} {_fmt(entry.get('latent_log_likelihood'), 2):>10}"
         )
     latent, epoch = result["latent"], result["ours_epoch_seconds"]
     print(
-        f"ours: {epoch['mean']:.3f} s/epoch inside Ray Train ({epoch['sum']:.1f} s of epochs), "
+        f"ours: {epoch['mean']:.3f} s/epoch in training ({epoch['sum']:.1f} s of epochs), "
         f"TVAE {result['tvae_epoch_seconds_mean']:.3f} s/epoch; active units {latent['active_units']}/"
         f"{latent['latent_dim']}, KL(q(z)||p(z)) {_fmt(latent['kl_to_prior_estimate'], 2)}, "
         f"hole share {_fmt(latent['hole_fraction'], 2)}"
     )
+    print_priors(result)
     met = [k for k, ok in result["targets"].items() if ok]
     missed = [k for k, ok in result["targets"].items() if not ok]
     print(f"targets met: {', '.join(met) or 'none'}; missed: {', '.join(missed) or 'none'}")
+
+
+def print_priors(result: dict[str, Any]) -> None:
+    """The learned priors' training seconds beside the VAE's, and generation rows/s against gaussian's."""
+    seconds = result.get("seconds")
+    if seconds is None:  # a results.json entry from before issue 14
+        return
+    priors = ", ".join(f"{n} {s:.1f} s" for n, s in seconds["priors"].items()) or "none"
+    print(
+        f"training seconds: VAE {seconds['vae_training']:.1f} (run_training wall); priors {priors} (statistics "
+        f"step {seconds['statistics']:.1f} s wall, priors included); TVAE fit {seconds['tvae_fit']:.1f}"
+    )
+    speed = result["generation_speed"]
+    default = f"diffusion@steps={speed['diffusion_default_steps']}"
+    rates = [
+        f"{n.replace('diffusion@steps=', 'diffusion ')}{'*' if n == default else ''} "
+        f"{e['rows_per_s'] / 1e3:,.0f}k ({e['vs_gaussian']:.2f}x)"
+        for n, e in speed.items()
+        if isinstance(e, dict)
+    ]
+    print(
+        f"generation rows/s (ShardGenerator, one thread, {speed['rows']:,} rows, median of {speed['repeats']}, "
+        f"CPU s; x gaussian; * the default steps): {', '.join(rates)}"
+    )
+
+
+def print_prior_targets(results: dict[str, dict[str, Any]]) -> None:
+    """Issue 14's targets for every table, one line each."""
+    lines = [
+        f"  {'met   ' if target['met'] else 'MISSED'}  {name:<14} {label}: {target['detail']}"
+        for name, result in results.items()
+        for label, target in result.get("learned_prior_targets", {}).items()
+    ]
+    if lines:
+        print("\ntargets (learned priors):", *lines, sep="\n")
 
 
 def save_results(out: Path, new: dict[str, Any]) -> Path:
@@ -373,8 +547,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64, help="both systems (both default to 500 otherwise)")
     parser.add_argument("--tvae-threads", type=int, default=1, help="torch threads for TVAE; ours trains on 1 CPU")
+    parser.add_argument("--diffusion-steps", default="10,20,30,50", help="Heun step counts timed and scored")
+    parser.add_argument("--speed-rows", type=int, default=10_000, help="rows per timed generation shard")
+    parser.add_argument("--speed-repeats", type=int, default=3, help="timed shards per sampler (median)")
     parser.add_argument("--out", type=Path, default=Path("out/bench/quality"))
     args = parser.parse_args(argv)
+    args.diffusion_steps = [int(s) for s in args.diffusion_steps.split(",")]
     unknown = [d for d in args.datasets.split(",") if d not in DATASETS]
     if unknown:
         parser.error(f"unknown dataset {unknown[0]!r}; pick from {sorted(DATASETS)}")
@@ -399,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     # Printed after Ray is down, so its workers' log lines cannot interleave with the tables.
     for name, result in results.items():
         print_table(name, result)
+    print_prior_targets(results)
     print(f"\nresults: {args.out / 'results.json'}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
