@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PENGUINS
+from tests.conftest import PENGUINS, REPO
 from tests.integration.ray_cluster import local_ray_cluster_fixture  # noqa: F401 (registered here, once)
 from vae_pipeline.config import PipelineConfig, parse_config
 from vae_pipeline.runtime import ensure_ray, shutdown_ray
@@ -18,6 +21,13 @@ from vae_pipeline.runtime import ensure_ray, shutdown_ray
 # For flows whose evaluation step must run but whose scores no assertion reads: 6 samplers on 100 rows each take
 # about half the time of 9 on 300.
 QUICK_EVALUATION = {"rows": 100, "temperatures": []}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`vae-pipeline ARGS` as a user runs it: a real subprocess from the repository, its output captured."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    command = [sys.executable, "-m", "vae_pipeline.cli", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def tiny_config(root: Path, **sections: Any) -> PipelineConfig:

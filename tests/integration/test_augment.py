@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import PENGUINS, REPO
-from tests.integration.conftest import QUICK_EVALUATION
+from tests.conftest import PENGUINS
+from tests.integration.conftest import QUICK_EVALUATION, run_cli
 from vae_pipeline.config import parse_config
 from vae_pipeline.data import open_source
 from vae_pipeline.errors import ConfigError
@@ -27,12 +25,6 @@ from vae_pipeline.readers.torch_dataset import SyntheticDataset
 from vae_pipeline.training.job import run_training
 
 REAL = {"Adelie": 152, "Gentoo": 124, "Chinstrap": 68}
-
-
-def vae_pipeline(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    command = [sys.executable, "-m", "vae_pipeline.cli", *args]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def dataset(output_url: str) -> pa.Table:
@@ -51,7 +43,7 @@ def augmented(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
     root = tmp_path_factory.mktemp("augment")
     config = root / "config.yaml"
     config.write_text(json.dumps({"model": {"latent_dim": 4, "hidden_dims": [32, 32]}, "evaluation": QUICK_EVALUATION}))
-    result = vae_pipeline(
+    result = run_cli(
         "augment", "--config", str(config), "--input", PENGUINS, "--label", "species", "--output",
         str(root / "out"), "--model", str(root / "model"), "--epochs", "20", "--workers", "1",
     )  # fmt: skip
@@ -165,7 +157,7 @@ def test_auto_picks_the_best_conditional_candidate_for_a_plain_model(tmp_path: P
     ],
 )
 def test_bad_augment_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], fragment: str) -> None:
-    result = vae_pipeline(
+    result = run_cli(
         "augment", "--input", PENGUINS, "--output", str(tmp_path / "out"), "--model", str(tmp_path / "model"), *args
     )
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,7 @@ import pytest
 import yaml
 from sklearn.datasets import load_digits
 
-from tests.conftest import REPO
-from tests.integration.conftest import QUICK_EVALUATION
+from tests.integration.conftest import QUICK_EVALUATION, run_cli
 from vae_pipeline.bundle import load_bundle
 from vae_pipeline.config import parse_config
 from vae_pipeline.fashion_mnist import CLASS_NAMES, SLICE_PATH
@@ -29,12 +26,6 @@ from vae_pipeline.readers.torch_dataset import SyntheticDataset
 from vae_pipeline.training.job import run_training
 
 SMALL_CONV = {"latent_dim": 8, "conv_channels": [8, 16], "hidden_dims": [64]}
-
-
-def vae_pipeline(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    command = [sys.executable, "-m", "vae_pipeline.cli", *args]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +49,7 @@ def flow_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     }
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    return root, vae_pipeline("run", "--config", str(path))
+    return root, run_cli("run", "--config", str(path))
 
 
 def test_the_flow_turns_labelled_images_into_labelled_images(

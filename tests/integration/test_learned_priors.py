@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PENGUINS, REPO
+from tests.conftest import PENGUINS
+from tests.integration.conftest import run_cli
 from vae_pipeline.generation.manifest import read_manifest
 
 SMALL = {
@@ -22,17 +21,11 @@ SMALL = {
 }
 
 
-def vae_pipeline(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    command = [sys.executable, "-m", "vae_pipeline.cli", *args]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
-
-
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     root = tmp_path_factory.mktemp("priors")
     (root / "config.yaml").write_text(json.dumps(SMALL))
-    result = vae_pipeline(
+    result = run_cli(
         "run", "--config", str(root / "config.yaml"), "--input", PENGUINS, "--label", "species", "--model",
         str(root / "model"), "--output", str(root / "flow"), "--epochs", "20", "--sampler", "flow",
         "--no-privacy-guard",
@@ -73,7 +66,7 @@ def test_diffusion_generates_with_its_own_step_count_and_the_run_id_follows_the_
         (root / f"diffusion{steps}.yaml").write_text(
             json.dumps({**SMALL, "sampler": {"name": "diffusion", "steps": steps}})
         )
-        result = vae_pipeline(
+        result = run_cli(
             "generate", "--config", str(root / f"diffusion{steps}.yaml"), "--model", str(root / "model"),
             "--output", str(root / f"diffusion{steps}"), "--no-privacy-guard",
         )  # fmt: skip
@@ -86,7 +79,7 @@ def test_diffusion_generates_with_its_own_step_count_and_the_run_id_follows_the_
 
 def test_a_sampler_whose_prior_is_not_trained_is_refused_before_anything_runs(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(json.dumps({"statistics": {"priors": {"flow": None}}}))
-    result = vae_pipeline(
+    result = run_cli(
         "run", "--config", str(tmp_path / "config.yaml"), "--input", PENGUINS, "--model", str(tmp_path / "model"),
         "--output", str(tmp_path / "out"), "--sampler", "flow",
     )  # fmt: skip
