@@ -186,6 +186,10 @@ class PriorsConfig(_Frozen):
     flow: FlowPriorSettings | None = FlowPriorSettings()
     diffusion: DiffusionPriorSettings | None = DiffusionPriorSettings()
     seed: int = 0
+    use_gpu: bool = Field(
+        False,
+        description="train the priors on a GPU: this process's when the statistics run here, else a Ray task's each",
+    )
 
 
 class StatisticsConfig(_Frozen):

@@ -16,16 +16,20 @@ from vae_pipeline.training.job import run_training
 ARRAYS = ("mean", "covariance", "kl_per_dim", "class_counts", "class_means", "class_covariances", "gmm_means")
 
 
-def test_statistics_are_identical_on_both_executors(trained: TrainedModel, tmp_path: Path) -> None:
+def test_statistics_and_learned_priors_are_identical_on_both_executors(trained: TrainedModel, tmp_path: Path) -> None:
     urls = {}
-    for executor in ("local", "ray"):
-        config = trained.config.with_overrides({"statistics.executor": executor})
+    priors = {"flow": {"epochs": 3}, "diffusion": {"epochs": 3, "hidden": 32}}
+    for executor in ("local", "ray"):  # on Ray, each prior trains in its own task from the stored statistics
+        config = trained.config.with_overrides({"statistics.executor": executor, "statistics.priors": priors})
         urls[executor] = run_statistics(config, trained.model_url, str(tmp_path / executor))
     here, on_ray = (load_posterior(urls[name]) for name in ("local", "ray"))
     assert here.count == on_ray.count and here.summary() == on_ray.summary()
     np.testing.assert_array_equal(here.reservoir_mu, on_ray.reservoir_mu)  # the same rows, bit for bit
     for name in ARRAYS:  # one batch each way here; different batch boundaries would move only the last bits
         np.testing.assert_allclose(getattr(here, name), getattr(on_ray, name), rtol=1e-12, atol=1e-12, err_msg=name)
+    for name in priors:  # the same seeded draws on one thread each: the same weights, byte for byte
+        weights = [Path(url, "priors", name, "weights.safetensors").read_bytes() for url in urls.values()]
+        assert weights[0] == weights[1], name
 
 
 def test_training_metrics_agree_on_both_executors(ray_instance: None, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -9,8 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PENGUINS
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import run_cli, tiny_config
+from vae_pipeline.evaluation.job import run_evaluation
 from vae_pipeline.generation.manifest import read_manifest
+from vae_pipeline.posterior.aggregate import AggregatePosterior
+from vae_pipeline.posterior.job import run_statistics
+from vae_pipeline.samplers.learned import LatentData
+from vae_pipeline.training.job import run_training
 
 SMALL = {
     "model": {"latent_dim": 4, "hidden_dims": [32, 32]},
@@ -88,3 +94,34 @@ def test_a_sampler_whose_prior_is_not_trained_is_refused_before_anything_runs(tm
     assert result.returncode != 0 and len(lines) == 1, result.stderr
     assert "statistics.priors.flow is null" in lines[0]
     assert not (tmp_path / "model").exists()
+
+
+def test_the_privacy_guard_refuses_a_prior_that_memorised_its_training_latents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sharp model (beta 0.02, trained long) decodes a training row's latent back close to that row. A diffusion
+    prior trained 3,000 epochs on 22 latents and kept at its best loss on those same rows, instead of held-out ones,
+    memorises them; the guard, which judges every candidate by its decoded rows, refuses it. (Chosen on held-out
+    rows, as `LatentData` splits them, the same prior stops at an early epoch and passes.)"""
+
+    def selected_on_training_rows(posterior: AggregatePosterior, seed: int) -> LatentData:
+        split = split_latents(posterior, seed)
+        return dataclasses.replace(split, held=split.train)
+
+    split_latents = LatentData.from_posterior
+    monkeypatch.setattr(LatentData, "from_posterior", selected_on_training_rows)
+    config = tiny_config(
+        tmp_path,
+        model={"latent_dim": 8, "hidden_dims": [128, 128]},
+        training={"epochs": 1500, "beta": 0.02, "learning_rate": 0.003, "executor": "local"},
+        statistics={"executor": "local", "reservoir_size": 24, "priors": {"flow": None, "diffusion": {"epochs": 3000}}},
+        evaluation={"rows": 150, "temperatures": []},
+    )
+    run_training(config)
+    run_statistics(config)
+    report = json.loads(Path(run_evaluation(config)).read_text())
+
+    entries = {entry["name"]: entry for entry in report["samplers"]}
+    assert not entries["diffusion"]["privacy_ok"]
+    assert "closer to training rows than fresh real rows" in entries["diffusion"]["privacy_reason"]
+    assert entries["gaussian"]["privacy_ok"] and report["choice"]["name"] != "diffusion"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vae_pipeline.config import RayConfig
+from vae_pipeline.config import RayConfig, parse_config
 from vae_pipeline.errors import ConfigError
-from vae_pipeline.executor import RAY_ADDRESS_VAR, Workload, choose_executor, local_memory_limit
+from vae_pipeline.executor import RAY_ADDRESS_VAR, Workload, check_local_settings, choose_executor, local_memory_limit
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +57,13 @@ def test_an_impossible_local_is_one_line_naming_the_way_out(ray: RayConfig, work
 
 def test_the_memory_limit_is_a_share_of_this_machine() -> None:
     assert 0 < local_memory_limit() < 2**50
+
+
+def test_priors_on_a_gpu_refuse_a_local_statistics_step_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("vae_pipeline.executor._cuda_available", lambda: False)
+    priors: dict[str, object] = {"use_gpu": True}
+    config = parse_config({"statistics": {"executor": "local", "priors": priors}})
+    with pytest.raises(ConfigError, match=r"statistics\.executor is local, but use_gpu is set"):
+        check_local_settings(config)
+    priors |= {"flow": None, "diffusion": None}  # nothing to train: nothing needs the GPU
+    check_local_settings(parse_config({"statistics": {"executor": "local", "priors": priors}}))

@@ -19,18 +19,26 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 import torch
+from ray.exceptions import RayError
 
 from vae_pipeline import steps, storage
 from vae_pipeline.bundle import ModelBundle, default_statistics_url, load_bundle
-from vae_pipeline.config import DataConfig, PipelineConfig, StatisticsConfig
+from vae_pipeline.config import DataConfig, PipelineConfig, PriorsConfig, StatisticsConfig
 from vae_pipeline.data import TableSource, open_source
 from vae_pipeline.errors import DataError
 from vae_pipeline.executor import Workload, choose_executor, one_thread
-from vae_pipeline.posterior.aggregate import JSON_NAME, AggregatePosterior, finalize_posterior, save_posterior
+from vae_pipeline.posterior.aggregate import (
+    JSON_NAME,
+    AggregatePosterior,
+    finalize_posterior,
+    load_posterior,
+    save_posterior,
+)
 from vae_pipeline.posterior.stats import PosteriorStats
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
-from vae_pipeline.runtime import ensure_ray, is_client_address, read_dataset, run_as_driver
-from vae_pipeline.samplers.store import train_priors
+from vae_pipeline.resources import require_gpus
+from vae_pipeline.runtime import ensure_ray, is_client_address, read_dataset, run_as_driver, user_error_in
+from vae_pipeline.samplers.store import requested_priors, train_prior, train_priors
 from vae_pipeline.split import Split, row_keys, split_codes
 
 logger = logging.getLogger(__name__)
@@ -93,8 +101,13 @@ def statistics_summary(summary: dict[str, Any]) -> str:
     line = f"{plural(summary['count'], 'training row')}, {summary['active_units']}/{summary['latent_dim']} active units"
     priors = summary.get("priors") or {}
     if priors:
-        line += "; priors trained: " + ", ".join(f"{name} {info['seconds']:.1f}s" for name, info in priors.items())
+        line += "; priors trained: " + ", ".join(_prior_summary(name, info) for name, info in priors.items())
     return line
+
+
+def _prior_summary(name: str, info: dict[str, Any]) -> str:
+    device = info.get("device", "cpu")
+    return f"{name} {info['seconds']:.1f}s" + ("" if device == "cpu" else f" on {device}")
 
 
 def _compute(
@@ -108,7 +121,9 @@ def _compute(
     """Summarize the training rows, finalize and save the posterior; returns its summary."""
     data = bundle.config.data
     settings = config.statistics
-    local = choose_executor(settings.executor, config.ray, Workload("statistics", settings.num_workers)) == "local"
+    gpu = settings.priors.use_gpu and bool(requested_priors(settings.priors))
+    work = Workload("statistics", settings.num_workers, use_gpu=gpu)
+    local = choose_executor(settings.executor, config.ray, work) == "local"
     summarize = _summarize_here if local else _summarize
     if not local:
         ensure_ray(config.ray)
@@ -127,9 +142,50 @@ def _compute(
     )
     save_posterior(posterior, statistics_url)
     _log_summary(posterior)
-    with one_thread():  # small networks on one core train fastest, and far faster on a busy machine
-        priors = train_priors(settings.priors, posterior, statistics_url)
+    priors = _train_priors_here(settings.priors, posterior, statistics_url) if local else {}
+    if not local and requested_priors(settings.priors):
+        priors = _train_priors_on_ray(config, statistics_url)
     return {**posterior.summary(), "priors": priors}
+
+
+def _train_priors_here(settings: PriorsConfig, posterior: AggregatePosterior, statistics_url: str) -> dict[str, Any]:
+    """The learned priors in this process: on its GPU with `use_gpu` (the executor checked there is one)."""
+    if settings.use_gpu:
+        return train_priors(settings, posterior, statistics_url, "cuda")
+    with one_thread():  # small networks on one core train fastest, and far faster on a busy machine
+        return train_priors(settings, posterior, statistics_url)
+
+
+def _train_priors_on_ray(config: PipelineConfig, statistics_url: str) -> dict[str, Any]:
+    """Each learned prior in its own Ray task, side by side, with a GPU each under `use_gpu`.
+
+    A task reads the statistics just stored at `statistics_url` (as generation actors do), so on a cluster the
+    URL must be storage every node shares, and stores its prior there; the summaries come back here.
+    """
+    settings = config.statistics.priors
+    names = requested_priors(settings)
+    if settings.use_gpu:
+        require_gpus(1, config.ray.gpu_wait_s, what="prior-training task")
+    task = ray.remote(_train_prior_task).options(
+        num_cpus=1, num_gpus=1 if settings.use_gpu else 0, max_retries=0, name="vae-pipeline:train-prior"
+    )
+    refs = {name: task.remote(settings.model_dump(mode="json"), name, statistics_url) for name in names}
+    try:
+        return {name: ray.get(ref) for name, ref in refs.items()}
+    except RayError as exc:
+        cause = user_error_in(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def _train_prior_task(settings: dict[str, Any], name: str, statistics_url: str) -> dict[str, Any]:
+    """A Ray task: train one learned prior on the stored statistics and store it beside them."""
+    priors = PriorsConfig.model_validate(settings)
+    device = "cuda" if priors.use_gpu else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(1)
+    return train_prior(priors, name, load_posterior(statistics_url), statistics_url, device)
 
 
 def reservoir_key_bound(expected_rows: int, reservoir_size: int) -> int | None:

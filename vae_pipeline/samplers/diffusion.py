@@ -212,7 +212,7 @@ class DiffusionSampler(LearnedSampler):
             )
         denoiser = self._build(latent_dim, data.n_classes if self.conditional else 0)
         _standardise_to(denoiser, data)
-        self.module_ = denoiser
+        self.module_ = denoiser = denoiser.to(self.device)
         generator = torch.Generator().manual_seed(self.seed)
         held = _held_batch(denoiser, data, generator)
         optimizer = torch.optim.Adam(denoiser.parameters(), lr=self.learning_rate)
@@ -245,13 +245,14 @@ class DiffusionSampler(LearnedSampler):
     ) -> float:
         """One pass over fresh posterior draws of the training rows, shuffled; the mean batch loss."""
         denoiser.train()
-        codes = data.codes(data.train) if denoiser.class_embedding is not None else None
-        y = denoiser.standardise(data.draws(data.train, generator), codes)  # (N, L)
-        order = torch.randperm(len(y), generator=generator)
+        codes = data.codes(data.train, self.device) if denoiser.class_embedding is not None else None
+        y = denoiser.standardise(data.draws(data.train, generator, self.device), codes)  # (N, L)
+        order = torch.randperm(len(y), generator=generator).to(self.device)
         total = 0.0
         for batch in order.split(self.batch_size):
-            sigma = noise_levels(len(batch), generator)
-            noise = torch.randn((len(batch), y.shape[1]), generator=generator)
+            # Drawn on the CPU generator whatever the device: a seed means the same noise on a GPU.
+            sigma = noise_levels(len(batch), generator).to(self.device)
+            noise = torch.randn((len(batch), y.shape[1]), generator=generator).to(self.device)
             loss = edm_loss(denoiser, y[batch], None if codes is None else codes[batch], sigma, noise)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -309,6 +310,8 @@ def _held_batch(
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """The held-out loss's fixed inputs (y, classes, σ, noise): drawn once, so epochs are compared on equal terms."""
     rows = np.tile(data.held, HELD_REPEATS)
-    codes = data.codes(rows) if denoiser.class_embedding is not None else None
-    y = denoiser.standardise(data.draws(rows, generator), codes)
-    return y, codes, noise_levels(len(rows), generator), torch.randn(y.shape, generator=generator)
+    device = denoiser.scale.device
+    codes = data.codes(rows, device) if denoiser.class_embedding is not None else None
+    y = denoiser.standardise(data.draws(rows, generator, device), codes)
+    sigma, noise = noise_levels(len(rows), generator), torch.randn(y.shape, generator=generator)
+    return y, codes, sigma.to(device), noise.to(device)

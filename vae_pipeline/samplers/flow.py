@@ -145,12 +145,12 @@ class FlowSampler(LearnedSampler):
     def _train(self, data: LatentData, latent_dim: int) -> list[dict[str, float]]:
         module = self._build(latent_dim, data.n_classes if self.conditional else 0)
         module.standardise_to(data.mu[data.train], data.sigma[data.train])
-        self.module_ = module
+        self.module_ = module.to(self.device)
         generator = torch.Generator().manual_seed(self.seed)
         # Fixed held-out draws make the epochs comparable; their seed differs from `log_likelihood`'s, so the
         # reported held-out density is not measured on the very draws that chose the epoch.
-        held_z = data.draws(data.held, torch.Generator().manual_seed(self.seed + 2))
-        held_classes = data.codes(data.held)
+        held_z = data.draws(data.held, torch.Generator().manual_seed(self.seed + 2), self.device)
+        held_classes = data.codes(data.held, self.device)
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
         curve: list[dict[str, float]] = []
         best_nll, best_state, stale = math.inf, copy.deepcopy(module.state_dict()), 0
@@ -180,9 +180,9 @@ class FlowSampler(LearnedSampler):
         self, module: StandardisedFlow, optimizer: torch.optim.Optimizer, data: LatentData, generator: torch.Generator
     ) -> float:
         """One pass over fresh posterior draws of the training rows, shuffled; the mean NLL per row (nats)."""
-        z = data.draws(data.train, generator)  # (M_train, L), a fresh eps each epoch
-        classes = data.codes(data.train)
-        order = torch.randperm(len(z), generator=generator)
+        z = data.draws(data.train, generator, self.device)  # (M_train, L), a fresh eps each epoch
+        classes = data.codes(data.train, self.device)
+        order = torch.randperm(len(z), generator=generator).to(self.device)
         total = 0.0
         for batch in order.split(self.batch_size):
             loss = -module.log_prob(z[batch], None if classes is None else classes[batch]).mean()

@@ -46,20 +46,30 @@ def prior_url(statistics_url: str, name: str) -> str:
     return storage.join_url(statistics_url, PRIORS_DIR, name)
 
 
-def train_priors(settings: PriorsConfig, posterior: AggregatePosterior, statistics_url: str) -> dict[str, Any]:
-    """Train every prior `settings` lists on the posterior's reservoir and store each; returns name -> summary."""
-    trained = {}
-    for name, options in (("flow", settings.flow), ("diffusion", settings.diffusion)):
-        if options is None:
-            continue
-        started = time.perf_counter()
-        sampler = LEARNED[name](seed=settings.seed, **options.model_dump()).fit(posterior)
-        seconds = time.perf_counter() - started
-        held = sampler.log_likelihood(posterior)
-        save_prior(statistics_url, sampler, posterior, seconds, held)
-        trained[name] = {"seconds": round(seconds, 3), "held_out_log_likelihood": held}
-        logger.info("trained the %s prior in %.1fs (held-out latent log-likelihood %s)", name, seconds, held)
-    return trained
+def requested_priors(settings: PriorsConfig) -> list[str]:
+    """The learned priors `settings` asks the statistics step to train."""
+    return [name for name in LEARNED if getattr(settings, name) is not None]
+
+
+def train_priors(
+    settings: PriorsConfig, posterior: AggregatePosterior, statistics_url: str, device: str = "cpu"
+) -> dict[str, Any]:
+    """Train every prior `settings` lists on the posterior's reservoir, here, and store each; name -> summary."""
+    return {name: train_prior(settings, name, posterior, statistics_url, device) for name in requested_priors(settings)}
+
+
+def train_prior(
+    settings: PriorsConfig, name: str, posterior: AggregatePosterior, statistics_url: str, device: str = "cpu"
+) -> dict[str, Any]:
+    """Train the prior `name` on `device` and store it beside the statistics; returns its summary."""
+    options = getattr(settings, name)
+    started = time.perf_counter()
+    sampler = LEARNED[name](seed=settings.seed, **options.model_dump()).train_on(device).fit(posterior)
+    seconds = time.perf_counter() - started
+    held = sampler.log_likelihood(posterior)
+    save_prior(statistics_url, sampler, posterior, seconds, held)
+    logger.info("trained the %s prior on %s in %.1fs (held-out latent log-likelihood %s)", name, device, seconds, held)
+    return {"seconds": round(seconds, 3), "held_out_log_likelihood": held, "device": device}
 
 
 def save_prior(
