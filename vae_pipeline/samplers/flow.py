@@ -1,8 +1,10 @@
 """A normalizing-flow prior on the latents: a neural spline flow (zuko) trained by maximum likelihood.
 
-The flow maps standardised latents u = (z - shift) / scale to base noise, so log p(z) = log N(f(u); 0, I) +
-log|det ∂f/∂u| - Σ log scale (change of variables; Durkan et al. 2019, "Neural Spline Flows", eq. 1). Sampling
-runs the other way: base noise ε ~ N(0, T² I) from the shard's generator through f⁻¹, then z = shift + scale · u.
+The flow maps whitened latents u = C⁻¹(z - shift) to base noise, C the Cholesky factor of the training draws'
+covariance, so log p(z) = log N(f(u); 0, I) + log|det ∂f/∂u| - Σ log C_ii (change of variables; Durkan et al.
+2019, "Neural Spline Flows", eq. 1). Sampling runs the other way: base noise ε ~ N(0, T² I) from the shard's
+generator through f⁻¹, then z = shift + C u. The splines start as the identity, so training starts from the
+Gaussian fit (see `WhitenedFlow`).
 
 Each transform is a rational-quadratic spline coupling layer (the paper's RQ-NSF (C); zuko's `passes=2`): half the
 dimensions are splined given the other half, and the halves swap from one transform to the next. A fully
@@ -39,11 +41,19 @@ COUPLING_PASSES = 2  # coupling layers, not fully autoregressive ones: see the m
 _MIN_GAIN = 1e-4  # nats per row: a held-out NLL must improve by this much to count as better
 
 
-class StandardisedFlow(nn.Module):
-    """A zuko NSF on standardised latents. `shift` and `scale` are buffers, so `state_dict` carries them."""
+class WhitenedFlow(nn.Module):
+    """A zuko NSF on whitened latents u = C⁻¹(z - shift), C the Cholesky factor of the draws' covariance.
+
+    `shift` and `chol` are buffers, so `state_dict` carries them. Every spline starts as the identity (the
+    hypernetworks' output layers start at zero), so the untrained flow is exactly the Gaussian fitted to the
+    training draws and training learns only what is not Gaussian. With a per-dimension standardisation instead, the
+    splines had to learn the latents' correlations from a few hundred rows, and early stopping cut them short: the
+    held-out latent log-likelihood was 0.5-1.0 nats below a Gaussian's on penguins, wine and breast_cancer (-21.88,
+    -21.97, -22.53); whitened, -21.50, -21.38 and -21.37, against the training Gaussian's -21.43, -21.30, -21.69.
+    """
 
     shift: torch.Tensor  # (L,)
-    scale: torch.Tensor  # (L,)
+    chol: torch.Tensor  # (L, L) lower triangular
 
     def __init__(self, latent_dim: int, n_classes: int, transforms: int, hidden: int) -> None:
         super().__init__()
@@ -55,18 +65,26 @@ class StandardisedFlow(nn.Module):
             passes=COUPLING_PASSES,
             hidden_features=(hidden, hidden),
         )
+        for module in self.flow.modules():
+            if isinstance(module, zuko.nn.MaskedMLP):  # all-zero spline parameters: the identity (zuko's RQS)
+                output = [layer for layer in module.modules() if isinstance(layer, nn.Linear)][-1]
+                nn.init.zeros_(output.weight)
+                nn.init.zeros_(output.bias)
         self.register_buffer("shift", torch.zeros(latent_dim))
-        self.register_buffer("scale", torch.ones(latent_dim))
+        self.register_buffer("chol", torch.eye(latent_dim))
+        self.register_load_state_dict_pre_hook(_diagonal_from_scale)
 
-    def standardise_to(self, mu: np.ndarray, sigma: np.ndarray) -> None:
-        """Set shift and scale to the mean and standard deviation of the posterior draws z = mu + sigma * eps.
+    def whiten_to(self, mu: np.ndarray, sigma: np.ndarray) -> None:
+        """Set shift and chol to the mean and covariance of the posterior draws z = mu + sigma * eps.
 
-        Var[z] = Var[mu] + E[sigma²] (law of total variance), so no draws are needed.
+        Cov[z] = Cov[mu] + diag(E[sigma²]) (law of total covariance), so no draws are needed; positive definite
+        whatever the rows, since every sigma is.
         """
         mu64, sigma64 = mu.astype(np.float64), sigma.astype(np.float64)
-        std = np.sqrt(mu64.var(axis=0) + (sigma64**2).mean(axis=0))
+        covariance = np.cov(mu64, rowvar=False, bias=True).reshape(mu64.shape[1], -1)
+        covariance += np.diag(np.maximum((sigma64**2).mean(axis=0), 1e-12))
         self.shift.copy_(torch.from_numpy(mu64.mean(axis=0)))
-        self.scale.copy_(torch.from_numpy(np.maximum(std, 1e-6)))
+        self.chol.copy_(torch.from_numpy(np.linalg.cholesky(covariance)))
 
     def context(self, classes: torch.Tensor | None) -> torch.Tensor | None:
         """(N, C) one-hot classes for a conditional flow; None for an unconditional one (whatever `classes` is)."""
@@ -75,14 +93,21 @@ class StandardisedFlow(nn.Module):
         return F.one_hot(classes, self.n_classes).float()
 
     def log_prob(self, z: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
-        """(N,) log p(z | class) in z's own units: the flow's density less the standardisation's log-determinant."""
-        u = (z - self.shift) / self.scale  # (N, L)
-        return self.flow(self.context(classes)).log_prob(u) - self.scale.log().sum()
+        """(N,) log p(z | class) in z's own units: the flow's density less the whitening's log-determinant."""
+        u = torch.linalg.solve_triangular(self.chol, (z - self.shift).T, upper=False).T  # (N, L)
+        return self.flow(self.context(classes)).log_prob(u) - self.chol.diagonal().log().sum()
 
     def inverse(self, eps: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
         """(N, L) latents for base noise eps (N, L): zuko's `transform` maps data to noise, so this is its inverse."""
         u = self.flow(self.context(classes)).transform.inv(eps)
-        return self.shift + self.scale * u
+        return self.shift + u @ self.chol.T
+
+
+def _diagonal_from_scale(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Flows stored before whitening kept a per-dimension `scale`: it is the diagonal Cholesky factor."""
+    scale = state.pop(prefix + "scale", None)
+    if scale is not None:
+        state[prefix + "chol"] = torch.diag(scale)
 
 
 class FlowSampler(LearnedSampler):
@@ -101,7 +126,7 @@ class FlowSampler(LearnedSampler):
     """
 
     kind = "flow"
-    module_: StandardisedFlow | None
+    module_: WhitenedFlow | None
 
     def __init__(
         self,
@@ -139,12 +164,12 @@ class FlowSampler(LearnedSampler):
             "batch_size": self.batch_size,
         }
 
-    def _build(self, latent_dim: int, n_classes: int) -> StandardisedFlow:
-        return StandardisedFlow(latent_dim, n_classes, self.transforms, self.hidden)
+    def _build(self, latent_dim: int, n_classes: int) -> WhitenedFlow:
+        return WhitenedFlow(latent_dim, n_classes, self.transforms, self.hidden)
 
     def _train(self, data: LatentData, latent_dim: int) -> list[dict[str, float]]:
         module = self._build(latent_dim, data.n_classes if self.conditional else 0)
-        module.standardise_to(data.mu[data.train], data.sigma[data.train])
+        module.whiten_to(data.mu[data.train], data.sigma[data.train])
         self.module_ = module.to(self.device)
         generator = torch.Generator().manual_seed(self.seed)
         # Fixed held-out draws make the epochs comparable; their seed differs from `log_likelihood`'s, so the
@@ -153,14 +178,17 @@ class FlowSampler(LearnedSampler):
         held_classes = data.codes(data.held, self.device)
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
         curve: list[dict[str, float]] = []
-        best_nll, best_state, stale = math.inf, copy.deepcopy(module.state_dict()), 0
+        # The untrained flow, the training draws' Gaussian, is a candidate too: a flow that learns nothing that
+        # holds up on held-out rows stays that Gaussian.
+        best_nll, best_state, stale = (
+            self._held_nll(module, held_z, held_classes),
+            copy.deepcopy(module.state_dict()),
+            0,
+        )
         for epoch in range(1, self.epochs + 1):
             start = time.perf_counter()
             train_loss = self._epoch(module, optimizer, data, generator)
-            module.eval()
-            with torch.no_grad():
-                held_nll = float(-module.log_prob(held_z, held_classes).mean())
-            module.train()
+            held_nll = self._held_nll(module, held_z, held_classes)
             seconds = time.perf_counter() - start
             curve.append({"epoch": epoch, "train_loss": train_loss, "held_nll": held_nll, "seconds": seconds})
             logger.debug("flow epoch %d: train %.4f held %.4f (%.2fs)", epoch, train_loss, held_nll, seconds)
@@ -176,8 +204,16 @@ class FlowSampler(LearnedSampler):
         module.eval()
         return curve
 
+    @staticmethod
+    def _held_nll(module: WhitenedFlow, z: torch.Tensor, classes: torch.Tensor | None) -> float:
+        module.eval()
+        with torch.no_grad():
+            nll = float(-module.log_prob(z, classes).mean())
+        module.train()
+        return nll
+
     def _epoch(
-        self, module: StandardisedFlow, optimizer: torch.optim.Optimizer, data: LatentData, generator: torch.Generator
+        self, module: WhitenedFlow, optimizer: torch.optim.Optimizer, data: LatentData, generator: torch.Generator
     ) -> float:
         """One pass over fresh posterior draws of the training rows, shuffled; the mean NLL per row (nats)."""
         z = data.draws(data.train, generator, self.device)  # (M_train, L), a fresh eps each epoch

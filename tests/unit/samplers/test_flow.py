@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from scipy.stats import multivariate_normal
 
 from tests.unit.samplers.synthetic import synthetic_posterior
 from vae_pipeline.config import StatisticsConfig
@@ -111,7 +112,7 @@ def test_stored_weights_draw_what_the_trained_flow_draws(
         "batch_size": 64,
     }
     state = conditional_flow.state_dict()
-    assert {"shift", "scale"} <= set(state)  # the standardisation travels with the weights
+    assert {"shift", "chol"} <= set(state)  # the whitening travels with the weights
     loaded = FlowSampler(**settings).load_state(labelled, state, conditional_flow.curve_)
     expected = conditional_flow.sample(257, generator=np.random.default_rng(5))
     actual = loaded.sample(257, generator=np.random.default_rng(5))
@@ -120,6 +121,33 @@ def test_stored_weights_draw_what_the_trained_flow_draws(
     assert np.array_equal(actual.classes, expected.classes)
     assert loaded.log_likelihood(labelled) == conditional_flow.log_likelihood(labelled)
     assert loaded.curve_ == conditional_flow.curve_
+
+
+def test_the_untrained_flow_is_the_gaussian_of_the_training_draws(labelled: AggregatePosterior) -> None:
+    sampler = FlowSampler(seed=3, **SMALL)
+    data = LatentData.from_posterior(labelled, sampler.seed)
+    module = sampler._build(labelled.latent_dim, 0)
+    module.whiten_to(data.mu[data.train], data.sigma[data.train])
+    mu, sigma = data.mu[data.train].astype(np.float64), data.sigma[data.train].astype(np.float64)
+    covariance = np.cov(mu, rowvar=False, bias=True) + np.diag((sigma**2).mean(axis=0))
+    z = data.draws(data.held, torch.Generator().manual_seed(0))
+    expected = multivariate_normal(mu.mean(axis=0), covariance).logpdf(z.double().numpy())
+    with torch.no_grad():
+        np.testing.assert_allclose(module.log_prob(z, None).double().numpy(), expected, rtol=1e-4)
+        eps = torch.randn((5, labelled.latent_dim), generator=torch.Generator().manual_seed(1))
+        expected_z = torch.from_numpy(mu.mean(axis=0) + eps.double().numpy() @ np.linalg.cholesky(covariance).T)
+        torch.testing.assert_close(module.inverse(eps, None).double(), expected_z, rtol=1e-4, atol=1e-4)
+
+
+def test_a_flow_stored_before_whitening_loads_with_its_scale_as_the_diagonal(
+    conditional_flow: FlowSampler, labelled: AggregatePosterior
+) -> None:
+    state = conditional_flow.state_dict()
+    scale = torch.linspace(0.5, 2.0, labelled.latent_dim)
+    old = {name: value for name, value in state.items() if name != "chol"} | {"scale": scale}
+    loaded = FlowSampler(**conditional_flow.settings()).load_state(labelled, old, conditional_flow.curve_)
+    assert loaded.module_ is not None
+    torch.testing.assert_close(loaded.module_.chol, torch.diag(scale))
 
 
 def test_bimodal_target_moments_and_modes(bimodal_flow: FlowSampler) -> None:
