@@ -173,7 +173,11 @@ class DiffusionPriorSettings(_Frozen):
     """How the statistics step trains the latent diffusion prior (samplers/diffusion.py)."""
 
     conditional: bool = Field(False, description="condition on the label (needs data.label_column)")
-    steps: int = Field(30, ge=1, description="Heun steps when sampling (a sampler's `steps` overrides it)")
+    steps: int = Field(20, ge=1, description="solver steps when sampling (a sampler's `steps` overrides it)")
+    solver: Literal["dpm-solver++", "heun"] = Field(
+        "dpm-solver++",
+        description="DPM-Solver++(2M), or EDM's Heun sampler (TabSyn's); a sampler's `solver` overrides it",
+    )
     hidden: int = Field(256, ge=8)
     epochs: int = Field(60, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
@@ -246,7 +250,8 @@ class DiffusionSamplerConfig(_SamplerBase):
     """The latent diffusion prior trained by the statistics step (statistics.priors.diffusion)."""
 
     name: Literal["diffusion"] = "diffusion"
-    steps: int | None = Field(None, ge=1, description="Heun steps of the sampler; null: the trained default")
+    steps: int | None = Field(None, ge=1, description="solver steps of the sampler; null: the trained default")
+    solver: Literal["dpm-solver++", "heun"] | None = Field(None, description="null: the trained default")
 
 
 # One model per sampler, told apart by `name`: each sampler's options are validated on their own.

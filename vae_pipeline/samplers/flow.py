@@ -10,7 +10,8 @@ Each transform is a rational-quadratic spline coupling layer (the paper's RQ-NSF
 dimensions are splined given the other half, and the halves swap from one transform to the next. A fully
 autoregressive spline flow fits a little better (about 0.6 nats on a 16-dimensional banana mixture) but inverts
 with one network pass per latent dimension per transform: sampling 10,000 rows with L=16 measured 3.1 s against
-0.43 s for coupling, and sampling runs in every generation shard while training runs once.
+0.43 s for coupling (0.07 s now that `_coupling_inverse` inverts it), and sampling runs in every generation shard
+while training runs once.
 
 With `conditional`, each transform's network also reads the one-hot class (Papamakarios et al. 2017, MAF §3.4),
 so a class can be asked for (`restricted_to`) and `sample` returns the classes it drew.
@@ -28,7 +29,11 @@ import numpy as np
 import torch
 import zuko
 from torch import nn
+from torch.distributions import Transform
 from torch.nn import functional as F
+from zuko.flows.autoregressive import MaskedAutoregressiveTransform
+from zuko.transforms import MonotonicRQSTransform
+from zuko.utils import broadcast, unpack
 
 from vae_pipeline.errors import ConfigError
 from vae_pipeline.samplers.base import standard_normal_tensor
@@ -98,9 +103,82 @@ class WhitenedFlow(nn.Module):
         return self.flow(self.context(classes)).log_prob(u) - self.chol.diagonal().log().sum()
 
     def inverse(self, eps: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
-        """(N, L) latents for base noise eps (N, L): zuko's `transform` maps data to noise, so this is its inverse."""
-        u = self.flow(self.context(classes)).transform.inv(eps)
+        """(N, L) latents for base noise eps (N, L): zuko's `transform` maps data to noise, so this inverts it, one
+        coupling layer at a time from the last (`_coupling_inverse`: zuko's inverse at a fifth of the cost)."""
+        conditional = self.n_classes > 0 and classes is not None
+        contexts = torch.eye(self.n_classes, dtype=eps.dtype, device=eps.device) if conditional else None
+        u = eps
+        for layer in reversed(self.flow.transform.transforms):
+            u = _coupling_inverse(layer, u, contexts, classes if conditional else None)
         return self.shift + u @ self.chol.T
+
+
+def _coupling_inverse(
+    layer: MaskedAutoregressiveTransform, y: torch.Tensor, contexts: torch.Tensor | None, classes: torch.Tensor | None
+) -> torch.Tensor:
+    """x with layer(context)(x) = y for a coupling layer: y (N, L); contexts (K, K), one one-hot row per class, and
+    classes (N,), each row's; or both None (unconditional).
+
+    zuko inverts it generically, as an autoregressive layer with two passes: each runs the hypernetwork and all L
+    splines over every row, and the first keeps only the conditioning half x_a (order 0), whose splines read the
+    context alone. Here that pass reads one row per class, and each pass splines only the half it recovers: with
+    zuko's spline the same bytes as zuko's inverse, and on a stored 16-dimensional prior (3 layers, 64 wide) 4,096
+    rows took 2.1x less CPU time for the first change and 3.4x for both; `_Spline` makes it 5.2x.
+    """
+    if not isinstance(layer, MaskedAutoregressiveTransform) or layer.passes != COUPLING_PASSES:
+        return layer(None if contexts is None else contexts[classes]).inv(y)  # L = 1, or autoregressive: zuko's
+    first, second = (layer.order == 0).nonzero()[:, 0], (layer.order != 0).nonzero()[:, 0]
+    x = torch.zeros_like(y)  # x_b's slots stay zero for the second pass: the hypernetwork's masks ignore them
+    rows = y.new_zeros(1 if contexts is None else len(contexts), y.shape[1])
+    anchor = _spline_parameters(layer, rows, contexts)  # (1 or K, L, P): x_a's splines, one row per class
+    anchor = anchor if classes is None else anchor[classes]
+    x[:, first] = _Spline(*unpack(anchor[:, first], layer.shapes), **layer.univariate.keywords).inv(y[:, first])
+    given = _spline_parameters(layer, x, None if contexts is None else contexts[classes])  # x_b's given x_a
+    x[:, second] = _Spline(*unpack(given[:, second], layer.shapes), **layer.univariate.keywords).inv(y[:, second])
+    return x
+
+
+def _spline_parameters(
+    layer: MaskedAutoregressiveTransform, x: torch.Tensor, context: torch.Tensor | None
+) -> torch.Tensor:
+    """(N, L, P) the splines' parameters the layer's hypernetwork gives x (N, L) in context (N, C) or None, as
+    zuko's `MaskedAutoregressiveTransform.meta` computes them."""
+    if context is not None:
+        x = torch.cat(broadcast(x, context, ignore=1), dim=-1)
+    return layer.hyper(x).unflatten(-1, (-1, layer.total))
+
+
+class _Spline(MonotonicRQSTransform):
+    """zuko 1.6's rational-quadratic spline with its softmax over the bins written as exp / sum.
+
+    torch's CPU softmax over a last dimension shorter than a vector register takes a slow path: over the 8 bins of
+    4,096 rows × 16 dimensions it measured 7.3 ms, against 0.5 ms for as many numbers in rows of 16 and 0.3 ms for
+    their exp, and zuko's inverse spent 15 of its 26 ms per pass there. Written out, sampling went from 92k to 140k
+    rows/s (with `_coupling_inverse`). zuko squashes the logits into ±|ln slope|/2, so exp cannot overflow and no
+    maximum need be subtracted; the draws move by about 1e-5 at most (float rounding). Otherwise this is zuko's
+    constructor line for line (zuko is pinned below 1.7), a test checks the inverse against zuko's, and training's
+    log_prob keeps zuko's own spline.
+    """
+
+    def __init__(
+        self,
+        widths: torch.Tensor,
+        heights: torch.Tensor,
+        derivatives: torch.Tensor,
+        bound: float = 5.0,
+        slope: float = 1e-3,
+    ) -> None:
+        Transform.__init__(self)  # not zuko's __init__, which would run the slow softmax
+        log_slope = math.log(slope)
+        widths = (widths / (1 + abs(2 * widths / log_slope))).exp()
+        heights = (heights / (1 + abs(2 * heights / log_slope))).exp()
+        derivatives = derivatives / (1 + abs(derivatives / log_slope))
+        widths = F.pad(widths / widths.sum(dim=-1, keepdim=True), (1, 0), value=0)
+        heights = F.pad(heights / heights.sum(dim=-1, keepdim=True), (1, 0), value=0)
+        derivatives = F.pad(derivatives, (1, 1), value=0)
+        self.horizontal = bound * (2 * torch.cumsum(widths, dim=-1) - 1)
+        self.vertical = bound * (2 * torch.cumsum(heights, dim=-1) - 1)
+        self.derivatives = torch.exp(derivatives)
 
 
 def _diagonal_from_scale(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:

@@ -146,9 +146,10 @@ def stored_priors(statistics_url: str) -> list[str]:
 
 
 def _sampling_options(config: SamplerConfig) -> dict[str, Any]:
-    """What a sampler config changes at sampling time: the temperature, and a diffusion's step count."""
+    """What a sampler config changes at sampling time: the temperature, and a diffusion's steps and solver."""
     options: dict[str, Any] = {"temperature": config.temperature}
-    steps = getattr(config, "steps", None)
-    if steps is not None:
-        options["steps"] = steps
+    for name in ("steps", "solver"):
+        value = getattr(config, name, None)
+        if value is not None:
+            options[name] = value
     return options
