@@ -18,7 +18,7 @@ from vae_pipeline.posterior.aggregate import AggregatePosterior, save_posterior
 from vae_pipeline.samplers.learned import LearnedSampler
 from vae_pipeline.samplers.likelihood import held_out_log_likelihood
 from vae_pipeline.samplers.registry import LEARNED, build_sampler
-from vae_pipeline.samplers.store import fitted_sampler, prior_digest, save_prior
+from vae_pipeline.samplers.store import PRIOR_FORMAT, fitted_sampler, prior_digest, save_prior
 
 # Small budgets: the contract is about behaviour, not quality (benchmarks/quality.py measures that).
 SETTINGS = {"flow": {"epochs": 15}, "diffusion": {"epochs": 40, "steps": 20}}
@@ -106,6 +106,21 @@ def test_a_prior_stored_for_other_statistics_is_refused(
     save_posterior(synthetic_posterior(rows=3000, reservoir=1000, seed=1), statistics_url)  # recomputed statistics
 
     with pytest.raises(ArtifactMismatchError, match="was trained for other statistics"):
+        fitted_sampler(sampler_config(trained.kind), posterior, statistics_url)
+
+
+def test_a_prior_of_an_older_format_is_refused_with_the_way_out(
+    trained: LearnedSampler, posterior: AggregatePosterior, tmp_path: Path
+) -> None:
+    statistics_url = str(tmp_path / "statistics")
+    save_posterior(posterior, statistics_url)
+    save_prior(statistics_url, trained, posterior, seconds=1.0, held=None)
+    meta = tmp_path / "statistics" / "priors" / trained.kind / "prior.json"
+    meta.write_text(meta.read_text().replace(PRIOR_FORMAT, "vae-pipeline/prior/v1"))
+
+    with pytest.raises(
+        ArtifactMismatchError, match=r"is not a vae-pipeline/prior/v2 prior; rerun `vae-pipeline stats`"
+    ):
         fitted_sampler(sampler_config(trained.kind), posterior, statistics_url)
 
 

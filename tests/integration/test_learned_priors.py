@@ -80,7 +80,7 @@ def test_diffusion_generates_with_its_own_step_count_and_the_run_id_follows_the_
         outputs.append(read_manifest(str(root / f"diffusion{steps}")))
     first, second = outputs
     assert first is not None and second is not None and first.run_id != second.run_id
-    assert first.sampler == {"name": "diffusion", "temperature": 1.0, "steps": 5}
+    assert first.sampler == {"name": "diffusion", "temperature": 1.0, "steps": 5, "solver": None}
 
 
 def test_a_sampler_whose_prior_is_not_trained_is_refused_before_anything_runs(tmp_path: Path) -> None:

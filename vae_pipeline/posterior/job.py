@@ -38,7 +38,7 @@ from vae_pipeline.posterior.stats import PosteriorStats
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
 from vae_pipeline.resources import require_gpus
 from vae_pipeline.runtime import ensure_ray, is_client_address, read_dataset, run_as_driver, user_error_in
-from vae_pipeline.samplers.store import requested_priors, train_prior, train_priors
+from vae_pipeline.samplers.store import PRIOR_FORMAT, requested_priors, train_prior, train_priors
 from vae_pipeline.split import Split, row_keys, split_codes
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def statistics_step_key(config: PipelineConfig, bundle: ModelBundle, source: Tab
         model=bundle.fingerprint,
         input=steps.input_stamp(source.filesystem, source.files),
         statistics=config.statistics.model_dump(mode="json", exclude={"num_workers", "executor"}),
+        priors_format=PRIOR_FORMAT,
     )
 
 

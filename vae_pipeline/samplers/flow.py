@@ -77,7 +77,6 @@ class WhitenedFlow(nn.Module):
                 nn.init.zeros_(output.bias)
         self.register_buffer("shift", torch.zeros(latent_dim))
         self.register_buffer("chol", torch.eye(latent_dim))
-        self.register_load_state_dict_pre_hook(_diagonal_from_scale)
 
     def whiten_to(self, mu: np.ndarray, sigma: np.ndarray) -> None:
         """Set shift and chol to the mean and covariance of the posterior draws z = mu + sigma * eps.
@@ -179,13 +178,6 @@ class _Spline(MonotonicRQSTransform):
         self.horizontal = bound * (2 * torch.cumsum(widths, dim=-1) - 1)
         self.vertical = bound * (2 * torch.cumsum(heights, dim=-1) - 1)
         self.derivatives = torch.exp(derivatives)
-
-
-def _diagonal_from_scale(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
-    """Flows stored before whitening kept a per-dimension `scale`: it is the diagonal Cholesky factor."""
-    scale = state.pop(prefix + "scale", None)
-    if scale is not None:
-        state[prefix + "chol"] = torch.diag(scale)
 
 
 class FlowSampler(LearnedSampler):

@@ -30,7 +30,10 @@ from vae_pipeline.samplers.registry import LEARNED, build_sampler
 
 logger = logging.getLogger(__name__)
 
-PRIOR_FORMAT = "vae-pipeline/prior/v1"
+# v2: the denoiser's per-class standardisation and Fourier noise embedding, and the whitened flow (`chol`, not a
+# per-dimension `scale`); v1 weights do not fit these networks. The statistics step's key carries the format, so
+# `vae-pipeline stats` retrains priors of an older format rather than reusing them.
+PRIOR_FORMAT = "vae-pipeline/prior/v2"
 PRIORS_DIR = "priors"
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "prior.json"

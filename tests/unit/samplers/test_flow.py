@@ -139,49 +139,6 @@ def test_the_untrained_flow_is_the_gaussian_of_the_training_draws(labelled: Aggr
         torch.testing.assert_close(module.inverse(eps, None).double(), expected_z, rtol=1e-4, atol=1e-4)
 
 
-def test_a_flow_stored_before_whitening_loads_with_its_scale_as_the_diagonal(
-    conditional_flow: FlowSampler, labelled: AggregatePosterior
-) -> None:
-    state = conditional_flow.state_dict()
-    scale = torch.linspace(0.5, 2.0, labelled.latent_dim)
-    old = {name: value for name, value in state.items() if name != "chol"} | {"scale": scale}
-    loaded = FlowSampler(**conditional_flow.settings()).load_state(labelled, old, conditional_flow.curve_)
-    assert loaded.module_ is not None
-    torch.testing.assert_close(loaded.module_.chol, torch.diag(scale))
-
-
-@pytest.mark.parametrize(("latent_dim", "n_classes"), [(5, 0), (5, 3), (1, 0)])
-def test_inverse_inverts_zukos_transform(latent_dim: int, n_classes: int) -> None:
-    # `inverse` inverts each coupling layer itself (zuko's generic inverse does twice the work, with a slow softmax):
-    # it must match zuko's inverse of the transform log_prob uses, also beyond the splines' bound of 5, with an odd
-    # number of dimensions (uneven halves), with one (zuko's element-wise spline, not a coupling layer) and with splines
-    # far from the identity they start at. In float64: such steep random splines amplify float32 rounding (zuko's own
-    # round trip then misses by up to 2.7).
-    torch.manual_seed(0)
-    module = FlowSampler(**SMALL)._build(latent_dim=latent_dim, n_classes=n_classes).double()
-    for parameter in module.flow.parameters():
-        torch.nn.init.normal_(parameter, std=0.5)
-    eps = 3 * torch.randn((500, latent_dim), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    classes = torch.randint(3, (500,), generator=torch.Generator().manual_seed(2)) if n_classes else None
-    context = module.context(classes)
-    with torch.no_grad():
-        transform = module.flow(None if context is None else context.double()).transform
-        u = transform.inv(eps)
-        z = module.inverse(eps, classes)
-        torch.testing.assert_close(z, module.shift + u @ module.chol.T, rtol=0, atol=1e-9)
-        torch.testing.assert_close(transform(z - module.shift), eps, rtol=0, atol=1e-6)
-
-
-def test_inverse_matches_zuko_in_float32(conditional_flow: FlowSampler) -> None:
-    module = conditional_flow.module_
-    assert module is not None
-    eps = 2 * torch.randn((500, 3), generator=torch.Generator().manual_seed(1))
-    classes = torch.randint(3, (500,), generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        u = module.flow(module.context(classes)).transform.inv(eps)
-        torch.testing.assert_close(module.inverse(eps, classes), module.shift + u @ module.chol.T, rtol=0, atol=1e-5)
-
-
 def test_bimodal_target_moments_and_modes(bimodal_flow: FlowSampler) -> None:
     z = bimodal_flow.sample(4000, generator=np.random.default_rng(0)).z.astype(np.float64)
     target_mean = MODE_WEIGHTS @ MODES
