@@ -5,9 +5,9 @@ Both systems see the same split of the same table: our seeded row split keeps a 
 on; TVAE is fitted on every non-holdout row (our train + validation rows); both train for the same number of epochs
 with the same batch size and seed, sample the same number of rows, and are scored on the same holdout with the same
 functions (`vae_pipeline.evaluation.metrics`). Every sampler the evaluation considered (the learned flow and
-diffusion priors included, diffusion also at other step counts and as TabSyn samples it) is scored the same way, with the share of the
-TVAE-to-ceiling quality gap it closes; gaussian, flow and diffusion are timed generating rows on one thread. See
-benchmarks/README.md for what is measured and the last results.
+diffusion priors included, diffusion also at other step counts and as TabSyn samples it) is scored the same way,
+with the share of the TVAE-to-ceiling quality gap it closes; gaussian, flow and diffusion are timed generating rows
+on one thread. See benchmarks/README.md for what is measured and the last results.
 
     python benchmarks/quality.py [--datasets penguins,breast_cancer,wine,digits] [--epochs N] [--seed S]
                                  [--batch-size B] [--diffusion-steps 10,20,30] [--speed-rows N]
