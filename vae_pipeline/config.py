@@ -195,6 +195,15 @@ class PriorsConfig(_Frozen):
         description="train the priors on a GPU: this process's when the statistics run here, else a Ray task's each",
     )
 
+    def requested(self) -> list[str]:
+        """The learned priors to train, by sampler name."""
+        return [name for name in ("flow", "diffusion") if getattr(self, name) is not None]
+
+    @property
+    def needs_gpu(self) -> bool:
+        """Whether training them needs a GPU: `use_gpu` with at least one prior to train."""
+        return self.use_gpu and bool(self.requested())
+
 
 class StatisticsConfig(_Frozen):
     reservoir_size: int = Field(10_000, ge=10)

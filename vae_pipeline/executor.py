@@ -63,17 +63,11 @@ def check_local_settings(config: PipelineConfig) -> None:
     }
     for step, section in sections.items():
         if section.executor == "local":
-            use_gpu = bool(getattr(section, "use_gpu", False)) or (step == "statistics" and _prior_gpu(section))
+            use_gpu = bool(getattr(section, "use_gpu", False)) or (step == "statistics" and section.priors.needs_gpu)
             # Only the refusal: the choice itself is logged when the step runs, inside the run's log file.
             obstacle = _local_obstacle(config.ray, Workload(step, _least_workers(step, section), use_gpu=use_gpu))
             if obstacle is not None:
                 raise ConfigError(f"{step}.executor is local, but {obstacle[0]}; {obstacle[1]}")
-
-
-def _prior_gpu(statistics: Any) -> bool:
-    """Whether the statistics step trains learned priors on a GPU (`statistics.priors.use_gpu` with a prior set)."""
-    priors = statistics.priors
-    return bool(priors.use_gpu and (priors.flow is not None or priors.diffusion is not None))
 
 
 def _least_workers(step: str, section: Any) -> int:

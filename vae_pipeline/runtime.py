@@ -180,13 +180,8 @@ def run_as_driver(config: RayConfig, fn: Callable[..., T], *args: Any) -> T:
     name = f"vae-pipeline:{getattr(fn, '__qualname__', 'step')}"
     task = ray.remote(_drive).options(num_cpus=0, resources=_HEAD_NODE, max_retries=0, name=name)
     logger.info("Ray Client: running %s in a task on the cluster's head node", name)
-    try:
+    with user_errors_raised(RayError):
         result: T = ray.get(task.remote(fn, logging.getLogger().getEffectiveLevel(), *args))
-    except RayError as exc:
-        cause = user_error_in(exc)
-        if cause is not None:
-            raise cause from None
-        raise
     return result
 
 
@@ -293,6 +288,18 @@ def read_dataset(source: TableSource) -> ray.data.Dataset:
     if source.images.columns:
         dataset = dataset.map_batches(source.images.convert, batch_format="pyarrow")
     return dataset
+
+
+@contextmanager
+def user_errors_raised(*kinds: type[BaseException]) -> Iterator[None]:
+    """Let an error of `kinds` (Ray's wrappers) through as the error of ours it carries (`user_error_in`), if any."""
+    try:
+        yield
+    except kinds as exc:
+        cause = user_error_in(exc)
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def user_error_in(exc: BaseException) -> VaePipelineError | None:

@@ -49,7 +49,7 @@ from vae_pipeline.generation.worker import class_sampler
 from vae_pipeline.generation.writer import ShardRecord
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
 from vae_pipeline.resources import require_gpus
-from vae_pipeline.runtime import ensure_ray, user_error_in
+from vae_pipeline.runtime import ensure_ray, user_errors_raised
 from vae_pipeline.samplers.store import fitted_sampler, prior_digest, statistics_digest
 
 logger = logging.getLogger(__name__)
@@ -299,14 +299,12 @@ def _write_all(
         records.append(record)
         on_shard(record)
 
+    write = _write_here if executor == "local" else _write_on_ray
     try:
-        write = _write_here if executor == "local" else _write_on_ray
-        usage = write(todo, run, accept)
-    except Exception as exc:
+        with user_errors_raised(Exception):
+            usage = write(todo, run, accept)
+    except Exception:
         _report_stop(output_url, len(records), len(todo))
-        cause = user_error_in(exc)
-        if cause is not None:
-            raise cause from None
         raise
     if reused:
         logger.info("resumed: %d of %d shards were already done and intact", reused, len(todo))

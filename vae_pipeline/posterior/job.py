@@ -37,8 +37,8 @@ from vae_pipeline.posterior.aggregate import (
 from vae_pipeline.posterior.stats import PosteriorStats
 from vae_pipeline.progress import NO_PROGRESS, Progress, plural
 from vae_pipeline.resources import require_gpus
-from vae_pipeline.runtime import ensure_ray, is_client_address, read_dataset, run_as_driver, user_error_in
-from vae_pipeline.samplers.store import PRIOR_FORMAT, requested_priors, train_prior, train_priors
+from vae_pipeline.runtime import ensure_ray, is_client_address, read_dataset, run_as_driver, user_errors_raised
+from vae_pipeline.samplers.store import PRIOR_FORMAT, train_prior, train_priors
 from vae_pipeline.split import Split, row_keys, split_codes
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ def _compute(
     """Summarize the training rows, finalize and save the posterior; returns its summary."""
     data = bundle.config.data
     settings = config.statistics
-    gpu = settings.priors.use_gpu and bool(requested_priors(settings.priors))
-    work = Workload("statistics", settings.num_workers, use_gpu=gpu)
+    work = Workload("statistics", settings.num_workers, use_gpu=settings.priors.needs_gpu)
     local = choose_executor(settings.executor, config.ray, work) == "local"
     summarize = _summarize_here if local else _summarize
     if not local:
@@ -143,8 +142,9 @@ def _compute(
     )
     save_posterior(posterior, statistics_url)
     _log_summary(posterior)
-    priors = _train_priors_here(settings.priors, posterior, statistics_url) if local else {}
-    if not local and requested_priors(settings.priors):
+    if local:
+        priors = _train_priors_here(settings.priors, posterior, statistics_url)
+    else:
         priors = _train_priors_on_ray(config, statistics_url)
     return {**posterior.summary(), "priors": priors}
 
@@ -164,20 +164,14 @@ def _train_priors_on_ray(config: PipelineConfig, statistics_url: str) -> dict[st
     URL must be storage every node shares, and stores its prior there; the summaries come back here.
     """
     settings = config.statistics.priors
-    names = requested_priors(settings)
-    if settings.use_gpu:
+    if settings.needs_gpu:
         require_gpus(1, config.ray.gpu_wait_s, what="prior-training task")
     task = ray.remote(_train_prior_task).options(
         num_cpus=1, num_gpus=1 if settings.use_gpu else 0, max_retries=0, name="vae-pipeline:train-prior"
     )
-    refs = {name: task.remote(settings.model_dump(mode="json"), name, statistics_url) for name in names}
-    try:
+    refs = {name: task.remote(settings.model_dump(mode="json"), name, statistics_url) for name in settings.requested()}
+    with user_errors_raised(RayError):
         return {name: ray.get(ref) for name, ref in refs.items()}
-    except RayError as exc:
-        cause = user_error_in(exc)
-        if cause is not None:
-            raise cause from None
-        raise
 
 
 def _train_prior_task(settings: dict[str, Any], name: str, statistics_url: str) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import copy
 import itertools
 import logging
 import math
-import numbers
 import time
 from typing import Any
 
@@ -252,14 +251,14 @@ class DiffusionSampler(LearnedSampler):
         batch_size: int = 256,
     ) -> None:
         super().__init__(temperature, seed=seed, conditional=conditional)
-        self.steps = DEFAULT_STEPS if steps is None else _positive_int("steps", steps)
+        self.steps = DEFAULT_STEPS if steps is None else self._positive_int("steps", steps)
         self.solver = SOLVERS[0] if solver is None else solver
         if self.solver not in SOLVERS:
             raise ConfigError(f"diffusion sampler option solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
-        self.hidden = _positive_int("hidden", hidden)
-        self.epochs = _positive_int("epochs", epochs)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.learning_rate = _positive_number("learning_rate", learning_rate)
+        self.hidden = self._positive_int("hidden", hidden)
+        self.epochs = self._positive_int("epochs", epochs)
+        self.batch_size = self._positive_int("batch_size", batch_size)
+        self.learning_rate = self._positive_number("learning_rate", learning_rate)
 
     def settings(self) -> dict[str, Any]:
         options = {"steps": self.steps, "solver": self.solver, "hidden": self.hidden, "epochs": self.epochs}
@@ -342,19 +341,6 @@ class DiffusionSampler(LearnedSampler):
 
     def _log_likelihood(self, z: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor | None:
         return None
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if value != _positive_number(name, value, "integer") or value != int(value):
-        raise ConfigError(f"diffusion sampler option {name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _positive_number(name: str, value: Any, kind: str = "number") -> float:
-    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    if not (math.isfinite(number) and number > 0):
-        raise ConfigError(f"diffusion sampler option {name} must be a positive {kind}; got {value!r}")
-    return number
 
 
 def _standardise_to(denoiser: Denoiser, data: LatentData) -> None:

@@ -35,7 +35,6 @@ from zuko.flows.autoregressive import MaskedAutoregressiveTransform
 from zuko.transforms import MonotonicRQSTransform
 from zuko.utils import broadcast, unpack
 
-from vae_pipeline.errors import ConfigError
 from vae_pipeline.samplers.base import standard_normal_tensor
 from vae_pipeline.samplers.learned import LatentData, LearnedSampler
 
@@ -211,18 +210,11 @@ class FlowSampler(LearnedSampler):
         batch_size: int = 256,
     ) -> None:
         super().__init__(temperature, seed=seed, conditional=conditional)
-        for name, value in (("transforms", transforms), ("hidden", hidden), ("epochs", epochs)):
-            if int(value) != value or value < 1:
-                raise ConfigError(f"flow sampler option {name} must be a positive integer; got {value!r}")
-        if int(batch_size) != batch_size or batch_size < 2:
-            raise ConfigError(f"flow sampler option batch_size must be an integer of at least 2; got {batch_size!r}")
-        if not math.isfinite(learning_rate) or learning_rate <= 0:
-            raise ConfigError(f"flow sampler option learning_rate must be a positive number; got {learning_rate!r}")
-        self.transforms = int(transforms)
-        self.hidden = int(hidden)
-        self.epochs = int(epochs)
-        self.learning_rate = float(learning_rate)
-        self.batch_size = int(batch_size)
+        self.transforms = self._positive_int("transforms", transforms)
+        self.hidden = self._positive_int("hidden", hidden)
+        self.epochs = self._positive_int("epochs", epochs)
+        self.learning_rate = self._positive_number("learning_rate", learning_rate)
+        self.batch_size = self._positive_int("batch_size", batch_size, least=2)
 
     def settings(self) -> dict[str, Any]:
         return {

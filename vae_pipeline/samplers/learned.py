@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -138,6 +139,22 @@ class LearnedSampler(LatentSampler):
                 f"training the {self.kind} prior diverged (loss {losses[-1]}); lower its learning rate or epochs "
                 "in sampler settings, or use a closed-form sampler; nothing was stored"
             )
+
+    @classmethod
+    def _positive_int(cls, name: str, value: Any, least: int = 1) -> int:
+        """`value` as an int, or a one-line ConfigError naming the option when it is not an integer >= `least`."""
+        if value != cls._positive_number(name, value, "integer") or value != int(value) or value < least:
+            wanted = "a positive integer" if least == 1 else f"an integer of at least {least}"
+            raise ConfigError(f"{cls.kind} sampler option {name} must be {wanted}; got {value!r}")
+        return int(value)
+
+    @classmethod
+    def _positive_number(cls, name: str, value: Any, kind: str = "number") -> float:
+        """`value` as a float, or a one-line ConfigError naming the option when it is not a finite positive number."""
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+        if not (math.isfinite(number) and number > 0):
+            raise ConfigError(f"{cls.kind} sampler option {name} must be a positive {kind}; got {value!r}")
+        return number
 
     def _set_class_shares(self, posterior: AggregatePosterior) -> None:
         if self.conditional:

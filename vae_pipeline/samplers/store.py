@@ -49,16 +49,11 @@ def prior_url(statistics_url: str, name: str) -> str:
     return storage.join_url(statistics_url, PRIORS_DIR, name)
 
 
-def requested_priors(settings: PriorsConfig) -> list[str]:
-    """The learned priors `settings` asks the statistics step to train."""
-    return [name for name in LEARNED if getattr(settings, name) is not None]
-
-
 def train_priors(
     settings: PriorsConfig, posterior: AggregatePosterior, statistics_url: str, device: str = "cpu"
 ) -> dict[str, Any]:
     """Train every prior `settings` lists on the posterior's reservoir, here, and store each; name -> summary."""
-    return {name: train_prior(settings, name, posterior, statistics_url, device) for name in requested_priors(settings)}
+    return {name: train_prior(settings, name, posterior, statistics_url, device) for name in settings.requested()}
 
 
 def train_prior(

@@ -31,7 +31,7 @@ from vae_pipeline.models.base import ModelShape
 from vae_pipeline.models.registry import build, shape_from_json
 from vae_pipeline.progress import NO_PROGRESS, Progress, is_silent
 from vae_pipeline.resources import require_gpus
-from vae_pipeline.runtime import ensure_ray, read_dataset, user_error_in
+from vae_pipeline.runtime import ensure_ray, read_dataset, user_errors_raised
 from vae_pipeline.split import Split
 from vae_pipeline.training.checkpoint import (
     CheckpointStore,
@@ -150,12 +150,8 @@ def _fit(
         "training run %s: %d epochs on %d worker(s)", run_name, config.training.epochs, config.training.num_workers
     )
     try:
-        return trainer.fit()
-    except ray.train.TrainingFailedError as exc:
-        cause = user_error_in(exc)
-        if cause is not None:
-            raise cause from None
-        raise
+        with user_errors_raised(ray.train.TrainingFailedError):
+            return trainer.fit()
     finally:
         if reports is not None:
             reports.close()
